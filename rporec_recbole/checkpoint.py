@@ -1,0 +1,152 @@
+"""Checkpoints without pickle: a folder of safetensors files plus json, written atomically.
+
+RecBole 1.2.1 saves ``torch.save({'config': Config, ...})`` and reloads it with ``torch.load``, which torch >= 2.6
+refuses (``weights_only``) and which would unpickle arbitrary objects. Here tensors go to safetensors, everything
+else to json, and ``trainer_state.json`` (written last) records the sha256 of every tensor file, so a checkpoint
+torn by a crash is detected and refused instead of being loaded as garbage.
+"""
+import hashlib
+import json
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "trainer_state.json"
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint folder is incomplete or its files do not match the hashes recorded at save time."""
+
+
+def atomic_write_bytes(path, data):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path, obj):
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def _atomic_save_tensors(path, tensors):
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
+    os.replace(tmp, path)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def flatten_optimizer_state(optimizer):
+    """Split ``optimizer.state_dict()`` into a flat tensor dict and a json-able remainder."""
+    state_dict = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for param_id, param_state in state_dict["state"].items():
+        for key, value in param_state.items():
+            name = f"{param_id}.{key}"
+            if torch.is_tensor(value):
+                tensors[name] = value
+            else:
+                scalars[name] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer_state(tensors, meta):
+    state = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        param_id, key = name.split(".", 1)
+        state.setdefault(int(param_id), {})[key] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(folder, model_state, optimizer=None, trainer_state=None):
+    """Write ``model_state`` (and the optimizer) into ``folder``; ``trainer_state`` must be json-able."""
+    os.makedirs(folder, exist_ok=True)
+    files = {MODEL_FILE: model_state}
+    meta = dict(trainer_state or {})
+    if optimizer is not None:
+        files[OPTIMIZER_FILE], meta["optimizer"] = flatten_optimizer_state(optimizer)
+    for name, tensors in files.items():
+        _atomic_save_tensors(os.path.join(folder, name), tensors)
+    meta["sha256"] = {name: _sha256(os.path.join(folder, name)) for name in files}
+    atomic_write_json(os.path.join(folder, STATE_FILE), meta)
+
+
+def load_checkpoint(folder, device="cpu"):
+    """Return ``(model_state, optimizer_state or None, trainer_state)``; raise on a torn or missing checkpoint."""
+    state_path = os.path.join(folder, STATE_FILE)
+    if not os.path.isfile(state_path):
+        raise CorruptCheckpointError(f"{folder} is not a complete checkpoint (no {STATE_FILE}).")
+    try:
+        with open(state_path) as handle:
+            meta = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise CorruptCheckpointError(f"{state_path} is damaged: {err}") from err
+    for name, expected in meta.get("sha256", {}).items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path) or _sha256(path) != expected:
+            raise CorruptCheckpointError(f"{path} does not match the checkpoint it was saved with (torn write?).")
+    model_state = load_file(os.path.join(folder, MODEL_FILE), device=str(device))
+    optimizer_state = None
+    if "optimizer" in meta:
+        optimizer_tensors = load_file(os.path.join(folder, OPTIMIZER_FILE), device=str(device))
+        optimizer_state = unflatten_optimizer_state(optimizer_tensors, meta.pop("optimizer"))
+    return model_state, optimizer_state, meta
+
+
+class SafeCheckpointMixin:
+    """Gives a RecBole trainer safetensors checkpoints (``saved/<Model>-<time>/``) instead of pickled ``.pth``."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.saved_model_file = os.path.splitext(self.saved_model_file)[0]
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        folder = kwargs.pop("saved_model_file", self.saved_model_file)
+        trainer_state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
+                         "model": self.config["model"]}
+        save_checkpoint(folder, self.model.state_dict(), self.optimizer, trainer_state)
+        if verbose:
+            self.logger.info(f"Saving current: {folder}")
+
+    def resume_checkpoint(self, resume_file):
+        model_state, optimizer_state, meta = load_checkpoint(str(resume_file), self.device)
+        if meta.get("model", self.config["model"]).lower() != self.config["model"].lower():
+            raise ValueError(f"Checkpoint {resume_file} belongs to model {meta['model']}, not {self.config['model']}.")
+        self.saved_model_file = str(resume_file)
+        self.model.load_state_dict(model_state)
+        if optimizer_state is not None:
+            self.optimizer.load_state_dict(optimizer_state)
+        self.start_epoch = meta["epoch"] + 1
+        self.cur_step = meta["cur_step"]
+        self.best_valid_score = meta["best_valid_score"]
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model and eval_data:
+            folder = model_file or self.saved_model_file
+            model_state, _, _ = load_checkpoint(folder, self.device)
+            self.model.load_state_dict(model_state)
+            self.logger.info(f"Loading model structure and parameters from {folder}")
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+
+
+def with_safe_checkpoints(trainer_class):
+    """``trainer_class`` with :class:`SafeCheckpointMixin` in front (RecBole's trainers stay untouched)."""
+    if issubclass(trainer_class, SafeCheckpointMixin):
+        return trainer_class
+    return type(trainer_class.__name__, (SafeCheckpointMixin, trainer_class), {})

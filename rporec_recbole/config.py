@@ -1,0 +1,47 @@
+"""``Config``: RecBole's configurator, able to see plugin models and their ``properties/`` yamls.
+
+Precedence is RecBole's: command line > config dict > config files > plugin yamls > RecBole's yamls.
+"""
+import os
+
+import torch
+from recbole.config import Config as RecBoleConfig
+
+from rporec_recbole.compat import numpy_aliases
+from rporec_recbole.registry import get_model
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
+
+
+class Config(RecBoleConfig):
+    def compatibility_settings(self):
+        numpy_aliases()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if isinstance(model, str):
+            model = get_model(model)
+        elif model is None and isinstance(self.external_config_dict.get("model"), str):
+            model = get_model(self.external_config_dict["model"])
+        return super()._get_model_and_dataset(model, dataset)
+
+    def _load_internal_config_dict(self, model, model_class, dataset):
+        super()._load_internal_config_dict(model, model_class, dataset)
+        for path in (os.path.join(PROPERTIES_DIR, f"{model}.yaml"),
+                     os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")):
+            if os.path.isfile(path):
+                keys = self._update_internal_config_dict(path)
+                if os.path.basename(os.path.dirname(path)) == "dataset":
+                    self.parameters["Dataset"] += [k for k in keys if k not in self.parameters["Dataset"]]
+
+    def _init_device(self):
+        """Pick the device without setting ``CUDA_VISIBLE_DEVICES`` (RecBole's version pins every process to
+        one GPU, which breaks ``accelerate launch``); the process rank comes from the launcher's ``LOCAL_RANK``."""
+        gpu_id = self.final_config_dict["gpu_id"]
+        if isinstance(gpu_id, (tuple, list)):
+            gpu_id = ",".join(map(str, gpu_id))
+        self.final_config_dict["gpu_id"] = str(gpu_id)
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        use_cuda = self.final_config_dict.get("use_gpu", True) and torch.cuda.is_available()
+        self.final_config_dict["local_rank"] = local_rank
+        self.final_config_dict["single_spec"] = True  # RecBole's own DDP path is not used; stage 2 uses Accelerate
+        self.final_config_dict["device"] = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")

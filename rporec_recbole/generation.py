@@ -1,0 +1,403 @@
+"""Batched text generation for RPORec: reasoning store, GRPO rollouts, summaries and evaluation.
+
+Two paths give the same results as HF ``generate`` (greedy: the same tokens; sampling: the same
+temperature/top-p distribution):
+
+* a fast path for Llama-family decoders (Llama, Qwen2 and Mistral without sliding windows), PEFT/LoRA-wrapped
+  or not: a static KV cache written in place, one shared prefill per prompt for ``num_return_sequences``,
+  finished rows dropped from the batch, top-p sampling from a small top-k candidate set. It calls the model's own
+  submodules (norms, projections, MLPs, rotary embedding, LM head), so LoRA layers and weight updates between
+  calls are honoured and nothing derived from the weights is kept across calls;
+* a fallback through the model's own ``generate`` for every other model.
+
+Prompts are sorted by length before batching (less left padding) and results come back in the caller's order.
+"""
+import math
+import os
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+_TOP_P_CANDIDATES = 64  # top-p nuclei are usually smaller; k grows when a row needs more
+_MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate prefill
+_COMPACT_FRACTION = 8  # drop finished rows once they are 1/8 of the batch (a compaction costs about one step)
+
+
+class GenerationEngine:
+    """Generates completions for chat-formatted prompts with a (possibly PEFT-wrapped) HF causal LM."""
+
+    def __init__(self, model, tokenizer, max_batch_size: int = 32, show_progress: bool = False):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_size = max_batch_size
+        self.show_progress = show_progress
+
+    @property
+    def eos_token_ids(self):
+        """EOS ids from the model's generation config, else the tokenizer's."""
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        if eos is None:
+            return []
+        return [eos] if isinstance(eos, int) else list(eos)
+
+    @property
+    def uses_fast_path(self):
+        return _fast_decoder_model(self.model) is not None
+
+    @torch.no_grad()
+    def generate_ids(self, prompt_ids: list[list[int]], max_new_tokens: int, do_sample: bool = True,
+                     temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1,
+                     generator: torch.Generator | None = None, stop_strings: list[str] | None = None,
+                     min_new_tokens: int = 0) -> list[list[int]]:
+        """Completion token ids (prompt excluded), one list per (prompt, return sequence) in order
+        prompt0-seq0, prompt0-seq1, ..., cut after the first EOS (EOS itself excluded) or stop string.
+
+        ``min_new_tokens`` bans EOS for that many steps, as in HF ``generate``.
+        """
+        if not prompt_ids or max_new_tokens <= 0:
+            return [[] for _ in range(len(prompt_ids) * num_return_sequences)]
+        if any(len(ids) == 0 for ids in prompt_ids):
+            raise ValueError("every prompt needs at least one token")
+        options = _SamplingOptions(do_sample, temperature, top_p, generator)
+        stopper = _Stopper(self.tokenizer, self.eos_token_ids, stop_strings or [])
+        with _eval_mode(self.model):
+            if self.uses_fast_path:
+                results = self._generate_fast(prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences,
+                                              options, stopper)
+            else:
+                results = self._generate_fallback(prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences,
+                                                  options, stop_strings)
+        return [stopper.cut(tokens) for tokens in results]
+
+    def generate(self, prompts: list[str], **kwargs) -> list[str]:
+        """Tokenize (prompts are already chat-formatted text), generate, decode without special tokens."""
+        prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+        completions = self.generate_ids(prompt_ids, **kwargs)
+        return self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+
+    def _batches(self, prompt_ids, num_return_sequences):
+        """Batches of (prompt index per row), prompts longest first; a prompt's rows stay together when they fit."""
+        order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
+        rows = [i for i in order for _ in range(num_return_sequences)]
+        return [rows[start:start + self.max_batch_size] for start in range(0, len(rows), self.max_batch_size)]
+
+    def _generate_fast(self, prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences, options, stopper):
+        decoder = _FastDecoder(_fast_decoder_model(self.model))
+        completions = []
+        for batch_rows in tqdm(self._batches(prompt_ids, num_return_sequences), desc="generate",
+                               disable=not self.show_progress):
+            unique = list(dict.fromkeys(batch_rows))  # a prompt's return sequences share one prefill
+            batch = decoder.generate([prompt_ids[i] for i in unique], [unique.index(i) for i in batch_rows],
+                                     max_new_tokens, min_new_tokens, options, stopper)
+            completions.extend(zip(batch_rows, batch))
+        return _restore_order(completions, len(prompt_ids), num_return_sequences)
+
+    def _generate_fallback(self, prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences, options,
+                           stop_strings):
+        """HF ``generate`` on the same length-sorted batches; a fresh config so no model-specific defaults sneak in."""
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=options.do_sample,
+            temperature=options.temperature if options.do_sample else None,
+            top_p=options.top_p if options.do_sample else None, top_k=None,
+            eos_token_id=self.eos_token_ids or None, pad_token_id=_pad_token_id(self.tokenizer, self.eos_token_ids),
+            stop_strings=stop_strings or None,
+        )
+        completions = []
+        with torch.random.fork_rng(devices=[], enabled=options.generator is not None):
+            if options.generator is not None:  # HF generate draws from the global RNG: seed it from the generator
+                torch.manual_seed(int(torch.randint(2**62, (1,), generator=options.generator)))
+            for batch_rows in tqdm(self._batches(prompt_ids, num_return_sequences), desc="generate",
+                                   disable=not self.show_progress):
+                input_ids, attention_mask = _left_pad([prompt_ids[i] for i in batch_rows], config.pad_token_id)
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                          generation_config=config, tokenizer=self.tokenizer if stop_strings else None)
+                completions.extend(zip(batch_rows, out[:, input_ids.shape[1]:].tolist()))
+        return _restore_order(completions, len(prompt_ids), num_return_sequences)
+
+
+class _SamplingOptions:
+    def __init__(self, do_sample, temperature, top_p, generator):
+        if do_sample and (temperature <= 0 or not 0 < top_p <= 1):
+            raise ValueError(f"need temperature > 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        self.do_sample = do_sample
+        self.temperature = temperature
+        self.top_p = top_p
+        self.generator = generator
+
+
+def sample_next_tokens(logits, options):
+    """Next token per row from fp32 logits [rows, vocab]: argmax, or HF's temperature then top-p sampling."""
+    if not options.do_sample:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits / options.temperature, dim=-1)
+    if options.top_p >= 1.0:
+        return torch.multinomial(probs, 1, generator=options.generator).squeeze(1)
+    return _sample_top_p(probs, options.top_p, options.generator)
+
+
+def _sample_top_p(probs, top_p, generator):
+    weights, indices = _top_p_candidates(probs, top_p)
+    choice = torch.multinomial(weights, 1, generator=generator)
+    return indices.gather(1, choice).squeeze(1)
+
+
+def _top_p_candidates(probs, top_p):
+    """Unnormalised weights and token ids of each row's nucleus, the smallest set of most likely tokens whose mass
+    reaches ``top_p`` (HF's rule: a token is kept when the mass strictly before it, in descending order, is below
+    ``top_p``). A partial top-k instead of a full vocabulary sort: k grows only while some nucleus is larger."""
+    k = min(_TOP_P_CANDIDATES, probs.shape[-1])
+    while True:
+        values, indices = probs.topk(k, dim=-1)
+        if k == probs.shape[-1] or bool((values.sum(dim=-1) >= top_p).all()):
+            break
+        k = min(k * 8, probs.shape[-1])
+    mass_before = values.cumsum(dim=-1) - values
+    keep = mass_before < top_p
+    keep[:, 0] = True
+    return values * keep, indices
+
+
+class _Stopper:
+    """EOS and stop-string detection, incrementally during decoding and as a final cut."""
+
+    def __init__(self, tokenizer, eos_token_ids, stop_strings):
+        self.tokenizer = tokenizer
+        self.eos = set(eos_token_ids)
+        self.stop_strings = [s for s in stop_strings if s]
+        # every token decodes to at least one character, so this many trailing tokens cover any stop string
+        self.window = max((len(s) for s in self.stop_strings), default=0) + 1
+
+    def is_done(self, tokens):
+        """Whether the last token of ``tokens`` ends the completion."""
+        if tokens[-1] in self.eos:
+            return True
+        if not self.stop_strings:
+            return False
+        tail = self.tokenizer.decode(tokens[-self.window:])
+        return any(s in tail for s in self.stop_strings)
+
+    def cut(self, tokens):
+        """Tokens before the first EOS, or through the token that completes the first stop string."""
+        for n in range(1, len(tokens) + 1):
+            if self.is_done(tokens[:n]):
+                return tokens[:n - 1] if tokens[n - 1] in self.eos else tokens[:n]
+        return tokens
+
+
+class _FastDecoder:
+    """Prefill and decode for a Llama-family causal LM with a static KV cache, via the model's own submodules."""
+
+    def __init__(self, causal_lm):
+        self.backbone = causal_lm.model
+        self.lm_head = causal_lm.get_output_embeddings()
+        attention = self.backbone.layers[0].self_attn
+        self.head_dim = attention.head_dim
+        self.scaling = attention.scaling
+        self.num_kv_heads = causal_lm.config.num_key_value_heads
+        self.dtype = self.backbone.embed_tokens.weight.dtype
+
+    def generate(self, unique_prompts, row_prompt, max_new_tokens, min_new_tokens, options, stopper):
+        """Completions for rows ``row_prompt`` (indices into ``unique_prompts``), not yet cut at EOS/stop strings."""
+        shared = _shared_prefix_length(unique_prompts)
+        input_ids, attention_mask = _left_pad([p[shared:] for p in unique_prompts], 0)
+        cache = _KVCache(len(self.backbone.layers), len(unique_prompts), self.num_kv_heads,
+                         shared + input_ids.shape[1] + max_new_tokens, self.head_dim, self.dtype)
+        if shared:
+            self._prefill_shared(unique_prompts[0][:shared], cache)
+        logits = self._prefill(input_ids, attention_mask, cache)
+        rows = torch.tensor(row_prompt)
+        if row_prompt != list(range(len(unique_prompts))):
+            cache.select(rows)
+            logits = logits[rows]
+        positions = shared + attention_mask[rows].sum(dim=1)  # next position of each row (padding is not counted)
+
+        completions = [[] for _ in row_prompt]
+        finished = [False] * len(row_prompt)
+        alive = list(range(len(row_prompt)))  # batch slot -> completion index
+        for step in range(max_new_tokens):
+            if step < min_new_tokens and stopper.eos:
+                logits[:, sorted(stopper.eos)] = -math.inf
+            tokens = sample_next_tokens(logits, options)
+            for slot, token in enumerate(tokens.tolist()):
+                index = alive[slot]
+                if not finished[index]:  # finished rows stay in the batch until the next compaction
+                    completions[index].append(token)
+                    finished[index] = stopper.is_done(completions[index])
+            running = [slot for slot, index in enumerate(alive) if not finished[index]]
+            if not running or step == max_new_tokens - 1:
+                break
+            if (len(alive) - len(running)) * _COMPACT_FRACTION >= len(alive):
+                keep = torch.tensor(running)
+                cache.select(keep)
+                tokens, positions = tokens[keep], positions[keep]
+                alive = [alive[slot] for slot in running]
+            logits = self._decode(tokens, positions, cache)
+            positions = positions + 1
+        return completions
+
+    def _prefill_shared(self, prefix, cache):
+        """Runs the prefix that all prompts of the batch share once and copies its keys/values to every row.
+
+        Each row's own part then follows it in the cache, left-padded: [shared prefix][padding][own tokens].
+        """
+        prefix_cache = _KVCache(len(self.backbone.layers), 1, self.num_kv_heads, len(prefix), self.head_dim,
+                                self.dtype)
+        self._prefill(torch.tensor([prefix]), torch.ones(1, len(prefix), dtype=torch.long), prefix_cache)
+        cache.copy_prefix(prefix_cache)
+
+    def _prefill(self, input_ids, attention_mask, cache):
+        """Runs left-padded tokens after what the cache already holds; returns fp32 logits of each row's last token."""
+        batch, length = input_ids.shape
+        start = cache.length
+        positions = start + (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+        cache.key_mask[:, start:start + length] = attention_mask.bool()
+        causal = torch.ones(length, length, dtype=torch.bool).tril()
+        # padding keys are hidden; each padding query sees itself so that its (unused) softmax row is not empty
+        own = causal & attention_mask.bool()[:, None, None, :] | torch.eye(length, dtype=torch.bool)
+        mask = torch.cat([cache.key_mask[:, None, None, :start].expand(batch, 1, length, start), own], dim=-1)
+        hidden = self.backbone.embed_tokens(input_ids)
+        rotary = self.backbone.rotary_emb(hidden, positions)
+        for layer_index, layer in enumerate(self.backbone.layers):
+            hidden = self._layer(layer, hidden, rotary, mask, cache, layer_index, slice(start, start + length))
+        cache.length = start + length
+        return self._logits(hidden[:, -1])
+
+    def _decode(self, tokens, positions, cache):
+        """One step for every row: appends the tokens at ``cache.length`` and returns fp32 next-token logits."""
+        hidden = self.backbone.embed_tokens(tokens[:, None])
+        rotary = self.backbone.rotary_emb(hidden, positions[:, None])
+        step = cache.length
+        cache.key_mask[:, step] = True
+        mask = cache.key_mask[:, None, None, :step + 1]
+        for layer_index, layer in enumerate(self.backbone.layers):
+            hidden = self._layer(layer, hidden, rotary, mask, cache, layer_index, slice(step, step + 1))
+        cache.length = step + 1
+        return self._logits(hidden[:, -1])
+
+    def _layer(self, layer, hidden, rotary, mask, cache, layer_index, span):
+        """One decoder layer; the new keys/values go to ``span`` of the cache, attention reads ``[0, span.stop)``."""
+        attention = layer.self_attn
+        batch, length, _ = hidden.shape
+        x = layer.input_layernorm(hidden)
+        q = attention.q_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        k = attention.k_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        v = attention.v_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        q, k = _apply_rotary(q, k, *rotary)
+        keys, values = cache.keys[layer_index], cache.values[layer_index]
+        keys[:, :, span] = k
+        values[:, :, span] = v
+        out = F.scaled_dot_product_attention(q, keys[:, :, :span.stop], values[:, :, :span.stop], attn_mask=mask,
+                                             scale=self.scaling, enable_gqa=True)
+        hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    def _logits(self, last_hidden):
+        return self.lm_head(self.backbone.norm(last_hidden)).float()
+
+
+class _KVCache:
+    """Preallocated keys/values [rows, kv heads, capacity, head dim] per layer, plus which positions are real."""
+
+    def __init__(self, num_layers, rows, num_kv_heads, capacity, head_dim, dtype):
+        shape = (rows, num_kv_heads, capacity, head_dim)
+        self.keys = [torch.empty(shape, dtype=dtype) for _ in range(num_layers)]
+        self.values = [torch.empty(shape, dtype=dtype) for _ in range(num_layers)]
+        self.key_mask = torch.zeros(rows, capacity, dtype=torch.bool)
+        self.length = 0
+
+    def select(self, rows):
+        """Keeps (or repeats) the given rows, copying only the filled part of the cache."""
+        filled = max(self.length, 1)
+        for cache in (self.keys, self.values):
+            for i, tensor in enumerate(cache):
+                selected = torch.empty((len(rows),) + tensor.shape[1:], dtype=tensor.dtype)
+                selected[:, :, :filled] = tensor[rows, :, :filled]
+                cache[i] = selected
+        self.key_mask = self.key_mask[rows]
+
+    def copy_prefix(self, prefix):
+        """Puts a one-row cache's contents at the start of every row."""
+        for own, shared in zip(self.keys + self.values, prefix.keys + prefix.values):
+            own[:, :, :prefix.length] = shared[:, :, :prefix.length]
+        self.key_mask[:, :prefix.length] = True
+        self.length = prefix.length
+
+
+def _apply_rotary(q, k, cos, sin):
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+def _rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _shared_prefix_length(prompts):
+    """Tokens that all prompts share at the start (the chat template and instruction), worth computing once.
+    Every prompt keeps at least one token of its own, whose logits start its completion."""
+    if len(prompts) < 2:
+        return 0
+    shared = min(len(os.path.commonprefix(prompts)), min(len(p) for p in prompts) - 1)
+    return shared if shared >= _MIN_SHARED_PREFIX else 0
+
+
+def _restore_order(completions, num_prompts, num_return_sequences):
+    """(prompt index, tokens) pairs in batch order -> prompt0-seq0, prompt0-seq1, ..., prompt1-seq0, ..."""
+    by_prompt = [[] for _ in range(num_prompts)]
+    for prompt_index, tokens in completions:
+        by_prompt[prompt_index].append(tokens)
+    assert all(len(seqs) == num_return_sequences for seqs in by_prompt)
+    return [tokens for seqs in by_prompt for tokens in seqs]
+
+
+def _left_pad(sequences, pad_id):
+    length = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        input_ids[row, length - len(seq):] = torch.tensor(seq)
+        attention_mask[row, length - len(seq):] = 1
+    return input_ids, attention_mask
+
+
+def _pad_token_id(tokenizer, eos_token_ids):
+    if tokenizer.pad_token_id is not None:
+        return tokenizer.pad_token_id
+    return eos_token_ids[0] if eos_token_ids else 0
+
+
+_FULL_ATTENTION_TYPES = ("llama", "qwen2", "mistral")
+
+
+def _fast_decoder_model(model):
+    """The plain HF causal LM under ``model`` if the fast path supports it (LoRA-style PEFT included), else None."""
+    if hasattr(model, "get_base_model"):  # PEFT
+        if model.active_peft_config.is_prompt_learning:
+            return None  # virtual prompt tokens live outside the decoder's own modules
+        model = model.get_base_model()
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in _FULL_ATTENTION_TYPES or not hasattr(model, "model"):
+        return None
+    if "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        return None
+    if config.model_type == "mistral" and config.sliding_window is not None:
+        return None
+    return model
+
+
+@contextmanager
+def _eval_mode(model):
+    """Eval mode (no dropout) while generating; the caller's train/eval state comes back afterwards."""
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes.items():
+            module.train(training)

@@ -1,0 +1,195 @@
+"""RPORec as a RecBole sequential model: RecHead over (prompt, reasoning, answer), plus a collaborative branch.
+
+Scores are ``u_sem . E_text[i] + u_col . E_id[i]``: the semantic branch is the paper's RecHead scoring a frozen
+table of item-text embeddings; the collaborative branch (beyond the paper) is a SASRec-style encoder of the same
+history over learned item-ID embeddings. Each branch, and the use of reasoning, is switched by one config key.
+"""
+import logging
+
+import torch
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.model.layers import TransformerEncoder
+from recbole.utils import InputType
+from torch import nn
+
+from rporec_recbole.item_text import build_item_texts
+from rporec_recbole.llm import Backbone
+from rporec_recbole.parsing import THINK_OPEN, parse_output
+from rporec_recbole.prompt import PromptBuilder
+from rporec_recbole.rec_head import RecHead
+from rporec_recbole.text_encoder import StaticTextEncoder, mean_of_sums, token_sums
+
+logger = logging.getLogger(__name__)
+
+
+class ReasoningTable:
+    """Pooled reasoning/answer embeddings and the format flag of each prompt window; row 0 is "no reasoning"."""
+
+    def __init__(self, token_table, tokenizer, max_reasoning_tokens, max_answer_tokens):
+        self.token_table = token_table
+        self.tokenizer = tokenizer
+        self.max_tokens = {"reasoning": max_reasoning_tokens, "answer": max_answer_tokens}
+        dim = token_table.shape[1]
+        self.rows = {}
+        self.reasoning = torch.zeros(1, dim)
+        self.answers = torch.zeros(1, dim)
+        self.flags = torch.zeros(1, dtype=torch.long)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def _pool(self, texts, kind):
+        limit = self.max_tokens[kind]
+        tokens = [self.tokenizer(t, add_special_tokens=False).input_ids[:limit] if t else [] for t in texts]
+        return mean_of_sums(*token_sums(self.token_table, tokens))
+
+    def add(self, windows, completions):
+        """Parse and pool new completions; a window already present keeps its first reasoning."""
+        new = {}
+        for window, completion in zip(windows, completions):
+            if window not in self.rows and window not in new:
+                new[window] = parse_output(THINK_OPEN + completion)
+        if not new:
+            return
+        parsed = list(new.values())
+        for row, window in enumerate(new, len(self.flags)):
+            self.rows[window] = row
+        self.reasoning = torch.cat([self.reasoning, self._pool([p.reasoning for p in parsed], "reasoning")])
+        self.answers = torch.cat([self.answers, self._pool([p.answer for p in parsed], "answer")])
+        self.flags = torch.cat([self.flags, torch.tensor([int(p.format_ok) for p in parsed])])
+
+    def lookup(self, windows):
+        rows = torch.tensor([self.rows.get(w, 0) for w in windows], dtype=torch.long)
+        return self.reasoning[rows], self.answers[rows], self.flags[rows]
+
+
+class RPORec(SequentialRecommender):
+    input_type = InputType.PAIRWISE
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.loss_type = config["loss_type"]
+        self.use_semantic = config["use_semantic"]
+        self.use_reasoning = config["use_reasoning"] and self.use_semantic
+        self.use_collaborative = config["use_collaborative"]
+        if not (self.use_semantic or self.use_collaborative):
+            raise ValueError("RPORec needs at least one branch: set use_semantic or use_collaborative to True")
+        if self.loss_type not in ("sampled_softmax", "CE"):
+            raise ValueError(f"loss_type={self.loss_type!r}: choose 'sampled_softmax' or 'CE'")
+        self.num_negatives = config["train_neg_sample_args"].get("sample_num")
+
+        self.backbone = Backbone(config["llm_path"], config["llm_dtype"], config["trust_remote_code"], config["seed"])
+        tokenizer = self.backbone.tokenizer
+        self.item_texts = build_item_texts(dataset, config["item_title_field"], config["item_text_fields"] or (),
+                                           config["max_item_text_chars"])
+        window = min(config["history_window"], self.max_seq_length)
+        self.prompts = PromptBuilder(tokenizer, self.item_texts, window, config["max_prompt_tokens"])
+        token_table = self.backbone.input_embeddings()
+        self.reasoning = ReasoningTable(token_table, tokenizer, config["max_reasoning_tokens"],
+                                        config["max_answer_tokens"])
+
+        if self.use_semantic:
+            limit = config["max_item_text_tokens"]
+            item_tokens = [tokenizer(t, add_special_tokens=False).input_ids[:limit] for t in self.item_texts]
+            sums, counts = token_sums(token_table, item_tokens)
+            # Derived from the LLM's embeddings, so rebuilt at load time rather than saved:
+            self.register_buffer("item_token_sums", sums, persistent=False)
+            self.register_buffer("item_token_counts", counts, persistent=False)
+            self.register_buffer("item_text_table", mean_of_sums(sums, counts), persistent=False)  # E
+            dim = token_table.shape[1]
+            self.prompt_encoder = StaticTextEncoder(dim)
+            self.reasoning_encoder = StaticTextEncoder(dim)
+            self.answer_encoder = StaticTextEncoder(dim)
+            self.rec_head = RecHead(dim, config["head_layers"], config["head_heads"], dropout=config["dropout_prob"])
+        if self.use_collaborative:
+            hidden = config["hidden_size"]
+            self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)
+            self.position_embedding = nn.Embedding(self.max_seq_length, hidden)
+            self.sequence_encoder = TransformerEncoder(
+                n_layers=config["n_layers"], n_heads=config["n_heads"], hidden_size=hidden,
+                inner_size=config["inner_size"], hidden_dropout_prob=config["dropout_prob"],
+                attn_dropout_prob=config["dropout_prob"], hidden_act="gelu", layer_norm_eps=1e-12)
+            self.sequence_norm = nn.LayerNorm(hidden, eps=1e-12)
+            self.sequence_dropout = nn.Dropout(config["dropout_prob"])
+            nn.init.normal_(self.item_embedding.weight, std=0.02)
+            nn.init.normal_(self.position_embedding.weight, std=0.02)
+
+    # ----- prompts and reasoning -------------------------------------------------------------------------
+    def windows(self, item_seq, item_seq_len):
+        """The prompt window (tuple of item ids, oldest first) of every row."""
+        seqs, lens = item_seq.tolist(), item_seq_len.tolist()
+        return [tuple(self.prompts.window(seq[:n])) for seq, n in zip(seqs, lens)]
+
+    def add_reasoning(self, windows, completions):
+        self.reasoning.add([tuple(w) for w in windows], completions)
+
+    def reasoning_coverage(self, windows):
+        return sum(w in self.reasoning.rows for w in windows) / max(1, len(windows))
+
+    # ----- branches --------------------------------------------------------------------------------------
+    def _prompt_embedding(self, item_seq, item_seq_len):
+        """Mean token embedding of the last ``history_window`` items' text: the prompt minus its fixed
+        instruction, pooled from per-item sums so that a step never touches individual tokens."""
+        window = self.prompts.history_window
+        offsets = torch.arange(window, device=item_seq.device) - window
+        positions = item_seq_len.unsqueeze(1) + offsets  # (B, W), negative where the history is shorter
+        items = item_seq.gather(1, positions.clamp_min(0)) * (positions >= 0)  # item 0 is padding: zero sums
+        pooled = mean_of_sums(self.item_token_sums[items].sum(1), self.item_token_counts[items].sum(1))
+        return self.prompt_encoder(pooled)
+
+    def semantic_user(self, item_seq, item_seq_len):
+        prompt_emb = self._prompt_embedding(item_seq, item_seq_len)
+        windows = self.windows(item_seq, item_seq_len) if self.use_reasoning else [()] * len(item_seq)
+        reasoning, answer, flags = (t.to(item_seq.device) for t in self.reasoning.lookup(windows))
+        return self.rec_head(prompt_emb, self.reasoning_encoder(reasoning), self.answer_encoder(answer), flags)
+
+    def collaborative_user(self, item_seq, item_seq_len):
+        positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
+        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
+        hidden = self.sequence_dropout(self.sequence_norm(hidden))
+        mask = self.get_attention_mask(item_seq)
+        output = self.sequence_encoder(hidden, mask, output_all_encoded_layers=True)[-1]
+        return self.gather_indexes(output, item_seq_len - 1)
+
+    def forward(self, item_seq, item_seq_len):
+        """User representations ``(u_sem, u_col)``; a switched-off branch gives ``None``."""
+        u_sem = self.semantic_user(item_seq, item_seq_len) if self.use_semantic else None
+        u_col = self.collaborative_user(item_seq, item_seq_len) if self.use_collaborative else None
+        return u_sem, u_col
+
+    def _score(self, users, items=None):
+        """Scores of ``items`` (B, C) for each row, or of every item when ``items`` is None."""
+        u_sem, u_col = users
+        score = 0
+        for user, table in ((u_sem, "item_text_table"), (u_col, "item_embedding")):
+            if user is None:
+                continue
+            weights = getattr(self, table)
+            weights = weights.weight if isinstance(weights, nn.Embedding) else weights
+            if items is None:
+                score = score + user @ weights.T
+            else:
+                score = score + torch.einsum("bd,bcd->bc", user, weights[items])
+        return score
+
+    # ----- RecBole interface -----------------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        pos_items = interaction[self.POS_ITEM_ID]
+        if self.loss_type == "CE":
+            logits = self._score(self(item_seq, item_seq_len))
+            return F.cross_entropy(logits, pos_items)
+        # RecBole's pair-wise sampler tiles the batch once per negative: rows i, i+B, i+2B ... are one sample.
+        batch = len(pos_items) // self.num_negatives
+        negatives = interaction[self.NEG_ITEM_ID].view(self.num_negatives, batch).T
+        candidates = torch.cat([pos_items[:batch].unsqueeze(1), negatives], dim=1)
+        logits = self._score(self(item_seq[:batch], item_seq_len[:batch]), candidates)
+        return F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device=logits.device))
+
+    def predict(self, interaction):
+        users = self(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        return self._score(users, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+    def full_sort_predict(self, interaction):
+        return self._score(self(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))

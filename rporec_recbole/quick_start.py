@@ -1,0 +1,110 @@
+"""Quick start: RecBole's ``run_recbole`` for plugin and RecBole models alike, without ``recbole.quick_start``.
+
+``recbole.quick_start`` imports ``ray`` at module level (broken on numpy 2 / current setuptools), so the flow is
+written out here with RecBole's own dataset, split, dataloader and evaluator.
+"""
+import logging
+import os
+import sys
+import time
+from logging import getLogger
+
+import yaml
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_logger, init_seed, set_color
+
+from rporec_recbole.config import Config
+from rporec_recbole.registry import get_model, get_trainer
+
+
+class DatasetNotFoundError(RuntimeError):
+    """The dataset's atomic files are missing and could not be obtained."""
+
+
+def _recbole_download_urls():
+    import recbole
+
+    path = os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml")
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _download(url, folder, dataset_name):
+    """RecBole's download, minus its interactive prompt and its single-process ``barrier()`` crash."""
+    from recbole.data.utils import download_url, extract_zip, rename_atomic_files
+
+    os.makedirs(folder, exist_ok=True)
+    path = download_url(url, folder)
+    extract_zip(path, folder)
+    os.unlink(path)
+    rename_atomic_files(folder, os.path.splitext(os.path.basename(path))[0], dataset_name)
+
+
+def ensure_dataset(config):
+    """Make sure ``<data_path>/<dataset>.inter`` exists: download known RecBole datasets, else explain."""
+    folder, name = config["data_path"], config["dataset"]
+    inter_file = os.path.join(folder, f"{name}.inter")
+    if os.path.isfile(inter_file):
+        return
+    if os.path.isdir(folder) and os.listdir(folder):
+        raise DatasetNotFoundError(f"Dataset folder {folder} has no {name}.inter. RecBole atomic files are named "
+                                   f"<dataset>.inter (and .item, .user): rename or convert yours.")
+    url = _recbole_download_urls().get(name)
+    if url is None:
+        raise DatasetNotFoundError(
+            f"Unknown dataset {name!r}: no {inter_file}. Put RecBole atomic files ({name}.inter, optional "
+            f"{name}.item) in {folder}/, or set --data_path to the folder that holds {name}/.")
+    try:
+        getLogger().info(f"Downloading dataset {name} from {url}")
+        _download(url, folder, name)
+    except Exception as err:  # any network failure ends in the same advice
+        raise DatasetNotFoundError(
+            f"Dataset {name!r} is not in {folder}/ and downloading it from {url} failed "
+            f"({err.__class__.__name__}: {err}). Without internet, download that zip elsewhere and unzip its "
+            f"atomic files into {folder}/ (as {name}.inter, {name}.item, {name}.user), or build them from the raw "
+            f"files with `python -m rporec_recbole.prepare`.") from None
+
+
+def load_data(config):
+    ensure_dataset(config)
+    dataset = create_dataset(config)
+    return dataset, data_preparation(config, dataset)
+
+
+def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train and test one model (plugin or RecBole) on one dataset; returns RecBole's result dict plus timings."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    dataset, (train_data, valid_data, test_data) = load_data(config)
+    logger.info(dataset)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+
+    start = time.time()
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
+                                                      show_progress=config["show_progress"])
+    train_seconds = time.time() - start
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    eval_seconds = time.time() - start - train_seconds
+
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    if saved:
+        logger.info(f"checkpoint: {trainer.saved_model_file}")
+    return {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "checkpoint": trainer.saved_model_file if saved else None,
+    }

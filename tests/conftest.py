@@ -1,0 +1,54 @@
+import os
+import shutil
+
+import pytest
+import recbole
+import torch
+
+from rporec_recbole.llm import TINY_RANDOM_LLM, load_llm, load_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded model's real tokenizer (SmolLM2), left padding."""
+    return load_tokenizer(TINY_RANDOM_LLM)
+
+
+@pytest.fixture()
+def tiny_llm():
+    """A fresh 2-layer random Llama in fp32, seeded, with the real tokenizer's vocabulary."""
+    return load_llm(TINY_RANDOM_LLM, dtype=torch.float32, seed=0)
+
+
+ML100K_DIR = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")
+
+
+@pytest.fixture(scope="session")
+def mini_movielens(tmp_path_factory):
+    """The first 40 users of RecBole's ml-100k as a dataset called ``ml-mini`` (all items keep their text)."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "ml-mini"
+    folder.mkdir()
+    with open(os.path.join(ML100K_DIR, "ml-100k.inter")) as source:
+        header, *rows = source.read().splitlines()
+    kept = [row for row in rows if int(row.split("\t")[0]) <= 40]
+    (folder / "ml-mini.inter").write_text("\n".join([header] + kept) + "\n")
+    shutil.copy(os.path.join(ML100K_DIR, "ml-100k.item"), folder / "ml-mini.item")
+    return str(root)
+
+
+def mini_config(data_path, tmp_path, **overrides):
+    """A config dict for fast end-to-end runs on ``ml-mini`` with the tiny random LLM."""
+    config = {
+        "data_path": data_path, "checkpoint_dir": str(tmp_path / "saved"),
+        "reasoning_dir": str(tmp_path / "reasoning"), "llm_path": TINY_RANDOM_LLM, "llm_dtype": "float32",
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"],
+                     "item": ["item_id", "movie_title", "release_year", "class"]},
+        "item_title_field": "movie_title", "item_text_fields": ["release_year", "class"],
+        "metrics": ["Recall", "MRR", "NDCG", "Hit"], "topk": [5, 10, 20], "valid_metric": "NDCG@10",
+        "epochs": 1, "max_new_tokens": 8, "generation_batch_size": 16, "show_progress": False,
+        "train_batch_size": 64 * 49, "head_layers": 1, "head_heads": 2, "history_window": 5,
+        "log_wandb": False, "state": "WARNING",
+    }
+    config.update(overrides)
+    return config
