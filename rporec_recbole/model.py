@@ -39,25 +39,32 @@ class ReasoningTable:
     def __len__(self):
         return len(self.rows)
 
-    def _pool(self, texts, kind):
-        limit = self.max_tokens[kind]
-        tokens = [self.tokenizer(t, add_special_tokens=False).input_ids[:limit] if t else [] for t in texts]
+    def pool_texts(self, texts, max_tokens=None):
+        """Mean frozen token embedding of each text (the item-text space E lives in)."""
+        tokens = [self.tokenizer(t, add_special_tokens=False).input_ids[:max_tokens] if t else [] for t in texts]
         return mean_of_sums(*token_sums(self.token_table, tokens))
 
+    def encode(self, completions):
+        """Parse completions and pool their reasoning and answer: ``(reasoning, answer, flags)``."""
+        parsed = [parse_output(THINK_OPEN + c) for c in completions]
+        reasoning = self.pool_texts([p.reasoning for p in parsed], self.max_tokens["reasoning"])
+        answers = self.pool_texts([p.answer for p in parsed], self.max_tokens["answer"])
+        return reasoning, answers, torch.tensor([int(p.format_ok) for p in parsed], dtype=torch.long)
+
     def add(self, windows, completions):
-        """Parse and pool new completions; a window already present keeps its first reasoning."""
+        """Store new completions; a window already present keeps its first reasoning."""
         new = {}
         for window, completion in zip(windows, completions):
             if window not in self.rows and window not in new:
-                new[window] = parse_output(THINK_OPEN + completion)
+                new[window] = completion
         if not new:
             return
-        parsed = list(new.values())
         for row, window in enumerate(new, len(self.flags)):
             self.rows[window] = row
-        self.reasoning = torch.cat([self.reasoning, self._pool([p.reasoning for p in parsed], "reasoning")])
-        self.answers = torch.cat([self.answers, self._pool([p.answer for p in parsed], "answer")])
-        self.flags = torch.cat([self.flags, torch.tensor([int(p.format_ok) for p in parsed])])
+        reasoning, answers, flags = self.encode(list(new.values()))
+        self.reasoning = torch.cat([self.reasoning, reasoning])
+        self.answers = torch.cat([self.answers, answers])
+        self.flags = torch.cat([self.flags, flags])
 
     def lookup(self, windows):
         rows = torch.tensor([self.rows.get(w, 0) for w in windows], dtype=torch.long)
@@ -141,8 +148,12 @@ class RPORec(SequentialRecommender):
     def semantic_user(self, item_seq, item_seq_len):
         prompt_emb = self._prompt_embedding(item_seq, item_seq_len)
         windows = self.windows(item_seq, item_seq_len) if self.use_reasoning else [()] * len(item_seq)
-        reasoning, answer, flags = (t.to(item_seq.device) for t in self.reasoning.lookup(windows))
-        return self.rec_head(prompt_emb, self.reasoning_encoder(reasoning), self.answer_encoder(answer), flags)
+        return self._head(prompt_emb, *self.reasoning.lookup(windows))
+
+    def _head(self, prompt_emb, reasoning, answer, flags):
+        device = prompt_emb.device
+        return self.rec_head(prompt_emb, self.reasoning_encoder(reasoning.to(device)),
+                             self.answer_encoder(answer.to(device)), flags.to(device))
 
     def collaborative_user(self, item_seq, item_seq_len):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
@@ -158,8 +169,17 @@ class RPORec(SequentialRecommender):
         u_col = self.collaborative_user(item_seq, item_seq_len) if self.use_collaborative else None
         return u_sem, u_col
 
-    def _score(self, users, items=None):
-        """Scores of ``items`` (B, C) for each row, or of every item when ``items`` is None."""
+    def users_for_completions(self, item_seq, item_seq_len, completions):
+        """``(u_sem, u_col)`` with the given completions in place of the stored reasoning (for RL rewards)."""
+        u_sem = None
+        if self.use_semantic:
+            prompt_emb = self._prompt_embedding(item_seq, item_seq_len)
+            u_sem = self._head(prompt_emb, *self.reasoning.encode(completions))
+        u_col = self.collaborative_user(item_seq, item_seq_len) if self.use_collaborative else None
+        return u_sem, u_col
+
+    def score(self, users, items=None):
+        """Scores ``(B, C)`` of candidate ``items`` for each user, or ``(B, n_items)`` when ``items`` is None."""
         u_sem, u_col = users
         score = 0
         for user, table in ((u_sem, "item_text_table"), (u_col, "item_embedding")):
@@ -178,18 +198,18 @@ class RPORec(SequentialRecommender):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
         if self.loss_type == "CE":
-            logits = self._score(self(item_seq, item_seq_len))
+            logits = self.score(self(item_seq, item_seq_len))
             return F.cross_entropy(logits, pos_items)
         # RecBole's pair-wise sampler tiles the batch once per negative: rows i, i+B, i+2B ... are one sample.
         batch = len(pos_items) // self.num_negatives
         negatives = interaction[self.NEG_ITEM_ID].view(self.num_negatives, batch).T
         candidates = torch.cat([pos_items[:batch].unsqueeze(1), negatives], dim=1)
-        logits = self._score(self(item_seq[:batch], item_seq_len[:batch]), candidates)
+        logits = self.score(self(item_seq[:batch], item_seq_len[:batch]), candidates)
         return F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device=logits.device))
 
     def predict(self, interaction):
         users = self(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        return self._score(users, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+        return self.score(users, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
 
     def full_sort_predict(self, interaction):
-        return self._score(self(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
+        return self.score(self(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]))
