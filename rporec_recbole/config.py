@@ -6,6 +6,7 @@ import os
 
 import torch
 from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
 
 from rporec_recbole.compat import numpy_aliases
 from rporec_recbole.registry import get_model
@@ -32,6 +33,15 @@ class Config(RecBoleConfig):
                 keys = self._update_internal_config_dict(path)
                 if os.path.basename(os.path.dirname(path)) == "dataset":
                     self.parameters["Dataset"] += [k for k in keys if k not in self.parameters["Dataset"]]
+
+    def _set_default_parameters(self):
+        """A cross-entropy sequential model trains without negative sampling: RecBole 1.2.1 refuses its own
+        default ``train_neg_sample_args`` for it, so that default is dropped unless the user set one."""
+        if (self.final_config_dict.get("loss_type") == "CE"
+                and self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL
+                and "train_neg_sample_args" not in self.external_config_dict):
+            self.final_config_dict["train_neg_sample_args"] = None
+        super()._set_default_parameters()
 
     def _init_device(self):
         """Pick the device without setting ``CUDA_VISIBLE_DEVICES`` (RecBole's version pins every process to

@@ -1,0 +1,80 @@
+"""End to end through the runner, plugin lookup, checkpoints and the RecBole traps."""
+import os
+
+import pytest
+import torch
+from recbole.model.sequential_recommender.sasrec import SASRec
+from recbole.trainer import Trainer
+
+from conftest import mini_config
+from rporec_recbole import Config, RPORec, RPORecTrainer, get_model, get_trainer, run_recbole_rporec
+from rporec_recbole.checkpoint import SafeCheckpointMixin
+from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
+
+METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
+
+
+def test_rporec_end_to_end(mini_movielens, tmp_path):
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
+    assert list(result["test_result"]) == METRICS
+    assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
+    # the checkpoint is a safetensors folder that evaluate(load_best_model=True) reloaded without pickle
+    assert sorted(os.listdir(result["checkpoint"])) == ["model.safetensors", "optimizer.safetensors",
+                                                         "trainer_state.json"]
+    (store,) = os.listdir(tmp_path / "reasoning" / "ml-mini")
+    lines = (tmp_path / "reasoning" / "ml-mini" / store / "reasoning.jsonl").read_text().splitlines()
+    # 40 users: one training prompt each, plus valid and test prompts (duplicate prompts share an entry)
+    assert 40 < len(lines) <= 3 * 40
+
+
+def test_baseline_runs_through_the_same_runner(mini_movielens, tmp_path):
+    result = run_recbole_rporec("SASRec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
+                                                                            train_batch_size=256))
+    assert list(result["test_result"]) == METRICS
+
+
+def test_plugin_lookup_then_recbole_fallback():
+    assert get_model("RPORec") is RPORec
+    assert get_model("SASRec") is SASRec
+    with pytest.raises(ValueError, match="Unknown model 'NoSuchModel'"):
+        get_model("NoSuchModel")
+    from recbole.utils import ModelType
+
+    assert get_trainer(ModelType.SEQUENTIAL, "RPORec") is RPORecTrainer
+    baseline_trainer = get_trainer(ModelType.SEQUENTIAL, "SASRec")
+    assert issubclass(baseline_trainer, SafeCheckpointMixin) and issubclass(baseline_trainer, Trainer)
+
+
+def test_config_reads_plugin_yamls_and_leaves_cuda_alone(monkeypatch, mini_movielens):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    config = Config(model="RPORec", dataset="ml-100k", config_dict={"history_window": 7})
+    assert config["history_window"] == 7  # config dict beats the plugin yaml
+    assert config["loss_type"] == "sampled_softmax"  # from properties/RPORec.yaml
+    assert config["item_title_field"] == "movie_title"  # from properties/dataset/ml-100k.yaml
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
+    assert config["device"] == torch.device("cpu")
+
+
+def test_missing_dataset_without_internet_says_where_to_put_files(tmp_path, monkeypatch):
+    def no_network(*args):
+        raise OSError("Network is unreachable")
+
+    monkeypatch.setattr("rporec_recbole.quick_start._download", no_network)
+    config = {"data_path": str(tmp_path / "ml-1m"), "dataset": "ml-1m"}
+    with pytest.raises(DatasetNotFoundError, match=r"not in .*ml-1m/ and downloading it from https://.*failed"):
+        ensure_dataset(config)
+    with pytest.raises(DatasetNotFoundError, match="Unknown dataset 'nonsense'"):
+        ensure_dataset({"data_path": str(tmp_path / "nonsense"), "dataset": "nonsense"})
+
+
+def test_runner_prints_one_clear_line_for_missing_dataset(tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, os.path.join(root, "run_recbole_rporec.py"), "--model=SASRec",
+                           "--dataset=nonsense", f"--data_path={tmp_path}", "--state=WARNING"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: Unknown dataset 'nonsense'")
+    assert "Traceback" not in proc.stderr
