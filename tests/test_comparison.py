@@ -1,0 +1,36 @@
+import csv
+import json
+import os
+
+import yaml
+
+from conftest import mini_config
+from rporec_recbole.comparison import main, row_command
+
+
+def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
+    config_file = tmp_path / "mini.yaml"
+    config_file.write_text(yaml.safe_dump(mini_config(mini_movielens, tmp_path, train_batch_size=64 * 49)))
+    out = tmp_path / "compare"
+    argv = ["--models=SASRec,RPORec-no-reasoning", "--dataset=ml-mini", f"--out={out}",
+            f"--config_files={config_file}", "--epochs=1"]
+    main(argv)
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["model"] for r in rows] == ["SASRec", "RPORec-no-reasoning"]
+    assert all(r["dataset"] == "ml-mini" and r["seed"] == 2020 and 0 <= r["ndcg@10"] <= 1 for r in rows)
+    assert all(r["peak_memory_mb"] > 100 and r["train_seconds"] > 0 for r in rows)
+    with open(out / "results.csv") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert [float(r["ndcg@10"]) for r in csv_rows] == [r["ndcg@10"] for r in rows]
+    table = (out / "results.md").read_text()
+    assert f"| SASRec | 2020 | {rows[0]['recall@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
+    assert "Best baseline by test NDCG@10: SASRec" in table
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rows[1]["command"] == row_command("RPORec-no-reasoning", "ml-mini", 2020, [str(config_file)],
+                                             {"epochs": 1})
+    assert "--use_reasoning=False" in rows[1]["command"]
+
+    capsys.readouterr()
+    main(argv)  # everything cached: nothing reruns
+    printed = capsys.readouterr().out
+    assert printed.count("[compare] reusing") == 2 and "[compare] running" not in printed
