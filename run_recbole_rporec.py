@@ -9,6 +9,7 @@ import sys
 
 from rporec_recbole.llm import LLMNotFoundError
 from rporec_recbole.quick_start import DatasetNotFoundError, run_recbole_rporec
+from rporec_recbole.validation import ConfigValueError
 
 
 def main():
@@ -20,7 +21,7 @@ def main():
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     try:
         run_recbole_rporec(model=args.model, dataset=args.dataset, config_file_list=config_files)
-    except (DatasetNotFoundError, LLMNotFoundError) as err:
+    except (DatasetNotFoundError, LLMNotFoundError, ConfigValueError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -18,6 +18,7 @@ from rporec_recbole.llm import Backbone
 from rporec_recbole.parsing import THINK_OPEN, parse_output
 from rporec_recbole.prompt import PromptBuilder
 from rporec_recbole.rec_head import RecHead
+from rporec_recbole.validation import validate_config
 from rporec_recbole.text_encoder import StaticTextEncoder, mean_of_sums, token_sums
 
 logger = logging.getLogger(__name__)
@@ -76,22 +77,20 @@ class RPORec(SequentialRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
+        validate_config(config)
         self.loss_type = config["loss_type"]
         self.use_semantic = config["use_semantic"]
         self.use_reasoning = config["use_reasoning"] and self.use_semantic
         self.use_collaborative = config["use_collaborative"]
         if not (self.use_semantic or self.use_collaborative):
             raise ValueError("RPORec needs at least one branch: set use_semantic or use_collaborative to True")
-        if self.loss_type not in ("sampled_softmax", "CE"):
-            raise ValueError(f"loss_type={self.loss_type!r}: choose 'sampled_softmax' or 'CE'")
         self.num_negatives = config["train_neg_sample_args"].get("sample_num")
 
         self.backbone = Backbone(config["llm_path"], config["llm_dtype"], config["trust_remote_code"], config["seed"])
         tokenizer = self.backbone.tokenizer
         self.item_texts = build_item_texts(dataset, config["item_title_field"], config["item_text_fields"] or (),
                                            config["max_item_text_chars"])
-        window = min(config["history_window"], self.max_seq_length)
-        self.prompts = PromptBuilder(tokenizer, self.item_texts, window, config["max_prompt_tokens"])
+        self.prompts = PromptBuilder(tokenizer, self.item_texts, config["history_window"], config["max_prompt_tokens"])
         token_table = self.backbone.input_embeddings()
         self.reasoning = ReasoningTable(token_table, tokenizer, config["max_reasoning_tokens"],
                                         config["max_answer_tokens"])

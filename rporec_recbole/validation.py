@@ -1,0 +1,44 @@
+"""Checks of RPORec's config keys: a wrong type or range stops the run with one message naming the key."""
+
+# key: (accepted types, predicate, what the predicate means)
+_RULES = {
+    "history_window": (int, lambda v: v >= 1, "an integer >= 1"),
+    "max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
+    "generation_batch_size": (int, lambda v: v >= 1, "an integer >= 1"),
+    "reasoning_train_per_user": (int, lambda v: v >= 0, "an integer >= 0"),
+    "max_prompt_tokens": (int, lambda v: v >= 64, "an integer >= 64"),
+    "max_reasoning_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
+    "max_answer_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
+    "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "temperature": ((int, float), lambda v: v > 0, "a number > 0"),
+    "head_layers": (int, lambda v: v >= 1, "an integer >= 1"),
+    "head_heads": (int, lambda v: v >= 1, "an integer >= 1"),
+    "use_semantic": (bool, lambda v: True, "true or false"),
+    "use_reasoning": (bool, lambda v: True, "true or false"),
+    "use_collaborative": (bool, lambda v: True, "true or false"),
+    "do_sample": (bool, lambda v: True, "true or false"),
+    "loss_type": (str, lambda v: v in ("sampled_softmax", "CE"), "'sampled_softmax' or 'CE'"),
+    "llm_dtype": (str, lambda v: v in ("bfloat16", "float32", "float16"), "bfloat16, float32 or float16"),
+}
+
+
+class ConfigValueError(ValueError):
+    """A config key has a wrong type or an out-of-range value."""
+
+
+def check_value(key, value, types, predicate, meaning):
+    # bool is an int in Python: an integer key must not accept True/False silently
+    wrong_type = not isinstance(value, types) or (isinstance(value, bool) and types is not bool)
+    if wrong_type or not predicate(value):
+        raise ConfigValueError(f"config key {key}={value!r} is invalid: expected {meaning} "
+                               f"(set it in a yaml or as --{key}=...)")
+
+
+def validate_config(config, extra_rules=None):
+    """Raise :class:`ConfigValueError` for the first key that breaks its rule; absent keys are skipped."""
+    for key, (types, predicate, meaning) in {**_RULES, **(extra_rules or {})}.items():
+        if key in config.final_config_dict:
+            check_value(key, config[key], types, predicate, meaning)
+    if config["history_window"] > config["MAX_ITEM_LIST_LENGTH"]:
+        raise ConfigValueError(f"history_window={config['history_window']} exceeds MAX_ITEM_LIST_LENGTH="
+                               f"{config['MAX_ITEM_LIST_LENGTH']}: RecBole keeps only that many items per sample")
