@@ -15,6 +15,10 @@ from safetensors.torch import load_file, save_file
 MODEL_FILE = "model.safetensors"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
+CONFIG_FILE = "config.yaml"
+# Keys RecBole derives while building a Config: saving them would feed derived values back in on reload.
+_DERIVED_KEYS = {"device", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "local_rank", "single_spec",
+                 "valid_neg_sample_args", "test_neg_sample_args", "config_files"}
 
 
 class CorruptCheckpointError(RuntimeError):
@@ -105,6 +109,40 @@ def load_checkpoint(folder, device="cpu"):
     return model_state, optimizer_state, meta
 
 
+def _plain(value):
+    """``value`` if yaml can write it with safe types, else None."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return None if any(i is None and v is not None for i, v in zip(items, value)) else items
+    if isinstance(value, dict):
+        items = {str(k): _plain(v) for k, v in value.items()}
+        return None if any(items[str(k)] is None and v is not None for k, v in value.items()) else items
+    return None
+
+
+def save_config(folder, config):
+    """The resolved config as yaml: enough to rebuild the run with ``Config(config_dict=...)``."""
+    import yaml
+
+    resolved = {}
+    for key, value in config.final_config_dict.items():
+        plain = _plain(value)
+        if key not in _DERIVED_KEYS and (plain is not None or value is None):
+            resolved[key] = plain
+    # RecBole appends the dataset name to data_path while building the config; store the folder it started from
+    resolved["data_path"] = os.path.dirname(os.path.normpath(config["data_path"]))
+    atomic_write_bytes(os.path.join(folder, CONFIG_FILE), yaml.safe_dump(resolved, sort_keys=True).encode())
+
+
+def load_config_dict(folder):
+    import yaml
+
+    with open(os.path.join(folder, CONFIG_FILE)) as handle:
+        return yaml.safe_load(handle)
+
+
 class SafeCheckpointMixin:
     """Gives a RecBole trainer safetensors checkpoints (``saved/<Model>-<time>/``) instead of pickled ``.pth``."""
 
@@ -119,6 +157,7 @@ class SafeCheckpointMixin:
         trainer_state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
                          "model": self.config["model"]}
         save_checkpoint(folder, self.model.state_dict(), self.optimizer, trainer_state)
+        save_config(folder, self.config)
         if verbose:
             self.logger.info(f"Saving current: {folder}")
 

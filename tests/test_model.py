@@ -8,7 +8,7 @@ from recbole.trainer import Trainer
 
 from conftest import mini_config
 from rporec_recbole import Config, RPORec, RPORecTrainer, get_model, get_trainer, run_recbole_rporec
-from rporec_recbole.checkpoint import SafeCheckpointMixin
+from rporec_recbole.checkpoint import SafeCheckpointMixin, load_config_dict
 from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
 
 METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
@@ -19,8 +19,12 @@ def test_rporec_end_to_end(mini_movielens, tmp_path):
     assert list(result["test_result"]) == METRICS
     assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
     # the checkpoint is a safetensors folder that evaluate(load_best_model=True) reloaded without pickle
-    assert sorted(os.listdir(result["checkpoint"])) == ["model.safetensors", "optimizer.safetensors",
-                                                         "trainer_state.json"]
+    assert sorted(os.listdir(result["checkpoint"])) == ["config.yaml", "model.safetensors",
+                                                         "optimizer.safetensors", "trainer_state.json"]
+    saved = load_config_dict(result["checkpoint"])
+    rebuilt = Config(model=saved["model"], dataset=saved["dataset"], config_dict=saved)
+    assert rebuilt["data_path"] == os.path.join(mini_movielens, "ml-mini")
+    assert rebuilt["history_window"] == 5 and rebuilt["llm_path"] == "tiny-random"
     (store,) = os.listdir(tmp_path / "reasoning" / "ml-mini")
     lines = (tmp_path / "reasoning" / "ml-mini" / store / "reasoning.jsonl").read_text().splitlines()
     # 40 users: one training prompt each, plus valid and test prompts (duplicate prompts share an entry)
