@@ -29,12 +29,19 @@ def _recbole_download_urls():
         return yaml.safe_load(handle)
 
 
-def _download(url, folder, dataset_name):
-    """RecBole's download, minus its interactive prompt and its single-process ``barrier()`` crash."""
-    from recbole.data.utils import download_url, extract_zip, rename_atomic_files
+def _download(url, folder, dataset_name, timeout=30):
+    """RecBole's download, minus its interactive prompt, its missing timeout and its single-process
+    ``barrier()`` crash; RecBole's own helpers unzip and rename the atomic files."""
+    import shutil
+    import urllib.request
+
+    from recbole.utils.url import extract_zip, rename_atomic_files
 
     os.makedirs(folder, exist_ok=True)
-    path = download_url(url, folder)
+    path = os.path.join(folder, url.rpartition("/")[2])
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(path + ".part", "wb") as out:
+        shutil.copyfileobj(response, out)
+    os.replace(path + ".part", path)
     extract_zip(path, folder)
     os.unlink(path)
     rename_atomic_files(folder, os.path.splitext(os.path.basename(path))[0], dataset_name)
@@ -61,8 +68,7 @@ def ensure_dataset(config):
         raise DatasetNotFoundError(
             f"Dataset {name!r} is not in {folder}/ and downloading it from {url} failed "
             f"({err.__class__.__name__}: {err}). Without internet, download that zip elsewhere and unzip its "
-            f"atomic files into {folder}/ (as {name}.inter, {name}.item, {name}.user), or build them from the raw "
-            f"files with `python -m rporec_recbole.prepare`.") from None
+            f"atomic files into {folder}/ (as {name}.inter, {name}.item, {name}.user).") from None
 
 
 def load_data(config):

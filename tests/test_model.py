@@ -82,3 +82,11 @@ def test_runner_prints_one_clear_line_for_missing_dataset(tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: Unknown dataset 'nonsense'")
     assert "Traceback" not in proc.stderr
+
+
+def test_download_failure_is_a_network_error_not_a_code_error(tmp_path):
+    """Regression: the download helper once imported a RecBole function from the wrong module."""
+    from rporec_recbole.quick_start import _download
+
+    with pytest.raises(OSError):  # nothing listens on the discard port of this machine
+        _download("http://127.0.0.1:9/ml-1m.zip", str(tmp_path), "ml-1m", timeout=5)
