@@ -4,8 +4,9 @@ Two paths give the same results as HF ``generate`` (greedy: the same tokens; sam
 temperature/top-p distribution):
 
 * a fast path for Llama-family decoders (Llama, Qwen2 and Mistral without sliding windows), PEFT/LoRA-wrapped
-  or not: a static KV cache written in place, one shared prefill per prompt for ``num_return_sequences``,
-  finished rows dropped from the batch, top-p sampling from a small top-k candidate set. It calls the model's own
+  or not: a static KV cache written in place, the prefix that all prompts of a batch share (chat template and
+  instruction) computed once, one prefill per prompt for ``num_return_sequences``, finished rows dropped from the
+  batch, top-p sampling from a small top-k candidate set instead of a full sort. It calls the model's own
   submodules (norms, projections, MLPs, rotary embedding, LM head), so LoRA layers and weight updates between
   calls are honoured and nothing derived from the weights is kept across calls;
 * a fallback through the model's own ``generate`` for every other model.
@@ -81,7 +82,7 @@ class GenerationEngine:
         return self.tokenizer.batch_decode(completions, skip_special_tokens=True)
 
     def _batches(self, prompt_ids, num_return_sequences):
-        """Batches of (prompt index per row), prompts longest first; a prompt's rows stay together when they fit."""
+        """Batches of rows (a prompt index per row): prompts longest first, a prompt's return sequences adjacent."""
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         rows = [i for i in order for _ in range(num_return_sequences)]
         return [rows[start:start + self.max_batch_size] for start in range(0, len(rows), self.max_batch_size)]
@@ -91,8 +92,8 @@ class GenerationEngine:
         completions = []
         for batch_rows in tqdm(self._batches(prompt_ids, num_return_sequences), desc="generate",
                                disable=not self.show_progress):
-            unique = list(dict.fromkeys(batch_rows))  # a prompt's return sequences share one prefill
-            batch = decoder.generate([prompt_ids[i] for i in unique], [unique.index(i) for i in batch_rows],
+            unique = {prompt: n for n, prompt in enumerate(dict.fromkeys(batch_rows))}  # one prefill per prompt
+            batch = decoder.generate([prompt_ids[i] for i in unique], [unique[i] for i in batch_rows],
                                      max_new_tokens, min_new_tokens, options, stopper)
             completions.extend(zip(batch_rows, batch))
         return _restore_order(completions, len(prompt_ids), num_return_sequences)
@@ -155,7 +156,7 @@ def _top_p_candidates(probs, top_p):
         values, indices = probs.topk(k, dim=-1)
         if k == probs.shape[-1] or bool((values.sum(dim=-1) >= top_p).all()):
             break
-        k = min(k * 8, probs.shape[-1])
+        k = min(k * 16, probs.shape[-1]) if k < _TOP_P_CANDIDATES * 16 else probs.shape[-1]  # big k: a sort is cheaper
     mass_before = values.cumsum(dim=-1) - values
     keep = mass_before < top_p
     keep[:, 0] = True
@@ -183,10 +184,24 @@ class _Stopper:
 
     def cut(self, tokens):
         """Tokens before the first EOS, or through the token that completes the first stop string."""
-        for n in range(1, len(tokens) + 1):
-            if self.is_done(tokens[:n]):
-                return tokens[:n - 1] if tokens[n - 1] in self.eos else tokens[:n]
-        return tokens
+        end = next((n for n, token in enumerate(tokens) if token in self.eos), len(tokens))
+        tokens = tokens[:end]
+        if not self._has_stop(tokens):
+            return tokens
+        low, high = 1, len(tokens)  # binary search: decoded prefixes only grow, so "has a stop string" is monotone
+        while low < high:
+            middle = (low + high) // 2
+            if self._has_stop(tokens[:middle]):
+                high = middle
+            else:
+                low = middle + 1
+        return tokens[:low]
+
+    def _has_stop(self, tokens):
+        if not self.stop_strings or not tokens:
+            return False
+        text = self.tokenizer.decode(tokens)
+        return any(s in text for s in self.stop_strings)
 
 
 class _FastDecoder:

@@ -1,4 +1,5 @@
 """End to end through the runner, plugin lookup, checkpoints and the RecBole traps."""
+import json
 import os
 
 import pytest
@@ -14,8 +15,15 @@ from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
 METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
 
 
-def test_rporec_end_to_end(mini_movielens, tmp_path):
-    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
+@pytest.fixture(scope="module")
+def rporec_run(mini_movielens, tmp_path_factory):
+    """One end-to-end RPORec run on ml-mini shared by the tests below: ``(result, run folder)``."""
+    tmp_path = tmp_path_factory.mktemp("rporec_run")
+    return run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path)), tmp_path
+
+
+def test_rporec_end_to_end(rporec_run, mini_movielens):
+    result, tmp_path = rporec_run
     assert list(result["test_result"]) == METRICS
     assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
     # the checkpoint is a safetensors folder that evaluate(load_best_model=True) reloaded without pickle
@@ -90,3 +98,19 @@ def test_download_failure_is_a_network_error_not_a_code_error(tmp_path):
 
     with pytest.raises(OSError):  # nothing listens on the discard port of this machine
         _download("http://127.0.0.1:9/ml-1m.zip", str(tmp_path), "ml-1m", timeout=5)
+
+
+def test_recommend_from_a_trained_run(rporec_run, capsys):
+    from rporec_recbole.recommend import main as recommend_main
+
+    result, _ = rporec_run
+    recommend_main(["--checkpoint", result["checkpoint"], "--user", "7", "--topk", "5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert [r["rank"] for r in out["recommendations"]] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in out["recommendations"]]
+    assert scores == sorted(scores, reverse=True)
+    seen = {h["item"] for h in out["history"]}
+    assert not seen & {r["item"] for r in out["recommendations"]}
+    assert out["history"][0]["title"] and "reasoning" in out
+    with pytest.raises(SystemExit, match="user 'nobody' is not in dataset"):
+        recommend_main(["--checkpoint", result["checkpoint"], "--user", "nobody"])

@@ -11,7 +11,7 @@ from rporec_recbole.validation import ConfigValueError, validate_config
     ("history_window", True, "history_window=True is invalid"),
     ("max_new_tokens", "many", "max_new_tokens='many' is invalid"),
     ("loss_type", "BPR", "loss_type='BPR' is invalid: expected 'sampled_softmax' or 'CE'"),
-    ("history_window", 80, "history_window=80 exceeds MAX_ITEM_LIST_LENGTH=50"),
+    ("history_window", 80, "history_window=80 exceeds MAX_ITEM_LIST_LENGTH=20"),
 ])
 def test_bad_values_are_named_with_the_rule(key, value, message):
     config = Config(model="RPORec", dataset="ml-100k", config_dict={key: value})
