@@ -21,15 +21,10 @@ import torch
 
 from rporec_recbole.generation import GenerationEngine, _left_pad
 from rporec_recbole.llm import EMBEDDED_LLM, load_llm, load_tokenizer
+from rporec_recbole.prompt import INSTRUCTION
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
-_INSTRUCTION = (
-    "Below is a user's history, oldest first. Analyse it briefly and recommend the one item the user is most "
-    "likely to pick next. Keep your thoughts concise and put them inside <think></think>. Then put the guessed "
-    "next item, with all its attributes, inside <answer></answer>. No polite filler.\n"
-    "Answer format example: <answer>{example}</answer>\n\nHistory:\n{history}"
-)
 
 
 def movie_texts():
@@ -52,7 +47,7 @@ def build_prompts(tokenizer, count, target_tokens, seed=0):
         while True:
             history.append(rng.choice(movies))
             lines = "\n".join(f"{n}. {text}" for n, text in enumerate(history, 1))
-            message = _INSTRUCTION.format(example=movies[0], history=lines)
+            message = INSTRUCTION.format(example=movies[0], history=lines)
             text = tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
                                                  add_generation_prompt=True) + "<think>"
             ids = tokenizer(text, add_special_tokens=False).input_ids
