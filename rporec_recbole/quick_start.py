@@ -113,4 +113,6 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         "train_seconds": train_seconds,
         "eval_seconds": eval_seconds,
         "checkpoint": trainer.saved_model_file if saved else None,
+        # RPORec with rl: true reports stage 1 and stage 2 side by side ({stage: {split: metrics}})
+        "stage_results": getattr(trainer, "stage_results", {}),
     }

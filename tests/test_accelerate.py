@@ -1,0 +1,34 @@
+"""2 Accelerate processes make the same GRPO update as 1 process over the same global batch."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accelerate_equivalence.py")
+
+
+def launch(processes, out, *args):
+    # --multi_gpu picks torchrun, which starts N processes (gloo on a CPU-only machine); --cpu would start one
+    launcher = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    command = [shutil.which("accelerate") or "accelerate", "launch", *launcher, "--num_processes", str(processes),
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", SCRIPT, str(out),
+               "--processes", str(processes), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return load_file(out)
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="needs the accelerate launcher")
+def test_two_processes_make_the_same_update_as_one(tmp_path):
+    # one process accumulates over two micro-batches; two processes take one micro-batch each
+    one = launch(1, tmp_path / "one.safetensors", "--accumulation", "2")
+    two = launch(2, tmp_path / "two.safetensors")
+    assert one.keys() == two.keys() and len(one) > 0
+    moved = [one[name].abs().max() > 1e-3 for name in one if "lora_B" in name]  # PEFT starts B at zero
+    assert moved and all(moved), "the update did not move the adapter"
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)

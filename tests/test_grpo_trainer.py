@@ -1,0 +1,158 @@
+"""Stage 2: the GRPO trainer learns, skips non-finite steps, checkpoints/resumes, and runs end to end."""
+import json
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from conftest import mini_config
+from rporec_recbole import trainer as trainer_module
+from rporec_recbole.grpo_trainer import (
+    GRPOSettings, GRPOTrainer, collate, completion_logps, reasoning_token_mask,
+)
+from rporec_recbole.quick_start import run_recbole_rporec
+
+
+def chat_prompts(tokenizer, topics):
+    return [tokenizer.apply_chat_template([{"role": "user", "content": f"Say something about {t}."}], tokenize=False,
+                                          add_generation_prompt=True) for t in topics]
+
+
+def yes_no_llm(tiny_llm, tokenizer):
+    """The tiny random LLM made to answer mostly " yes" or " no", at random, so that GRPO has something to learn.
+
+    Every token embedding gets a common direction, so the final hidden state points along it whatever the
+    context; " yes" and " no" get an extra share of it (they dominate sampling) and opposite shares of a
+    second direction that only a trained adapter can add to the hidden state.
+    """
+    (yes,), (no,) = tokenizer(" yes").input_ids, tokenizer(" no").input_ids
+    table = tiny_llm.get_input_embeddings().weight
+    generator = torch.Generator().manual_seed(0)
+    common = F.normalize(torch.randn(table.shape[1], generator=generator), dim=0)
+    side = torch.randn(table.shape[1], generator=generator)
+    side = F.normalize(side - (side @ common) * common, dim=0)
+    with torch.no_grad():
+        table += common
+        table[yes] += 1.4 * common + 0.3 * side
+        table[no] += 1.4 * common - 0.3 * side
+    return tiny_llm, yes
+
+
+def test_grpo_raises_a_learnable_reward(tiny_llm, tokenizer):
+    model, yes = yes_no_llm(tiny_llm, tokenizer)
+    settings = GRPOSettings(prompts_per_step=2, num_generations=4, max_completion_length=6, learning_rate=1e-2,
+                            lora_r=8, lora_alpha=16, seed=0)
+    torch.manual_seed(0)
+    grpo = GRPOTrainer(model, tokenizer, settings, Accelerator(cpu=True))
+
+    def share_of_yes(completions):
+        rewards = torch.tensor([sum(t == yes for t in ids) / max(1, len(ids)) for ids in completions.token_ids])
+        return rewards, {"yes": rewards}
+
+    prompts = chat_prompts(tokenizer, ["cats", "rain"])
+    rewards = [grpo.train_step(prompts, [0, 1], share_of_yes)["reward"] for _ in range(20)]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 0.15, rewards
+    assert grpo.step == 20
+
+
+def test_a_step_with_a_non_finite_reward_changes_nothing(tiny_llm, tokenizer):
+    settings = GRPOSettings(prompts_per_step=1, num_generations=2, max_completion_length=3, lora_r=4, seed=0)
+    grpo = GRPOTrainer(tiny_llm, tokenizer, settings, Accelerator(cpu=True))
+    before = {n: p.detach().clone() for n, p in grpo.pair.policy.named_parameters() if p.requires_grad}
+
+    def broken(completions):
+        rewards = torch.tensor([math.nan, 1.0])
+        return rewards, {"format": rewards}
+
+    metrics = grpo.train_step(chat_prompts(tokenizer, ["cats"]), [0], broken)
+    assert metrics["skipped"] and grpo.nonfinite_in_a_row == 1
+    for name, param in grpo.pair.policy.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param, before[name]), name
+
+
+def test_completion_logps_match_a_plain_forward(tiny_llm, tokenizer):
+    prompts, completions = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
+    inputs = collate(prompts, completions, tokenizer.pad_token_id)
+    logps = completion_logps(tiny_llm, inputs)
+    for row, (prompt, completion) in enumerate(zip(prompts, completions)):
+        logits = tiny_llm(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1].log_softmax(-1)
+        expected = logits.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+        torch.testing.assert_close(logps[row, :len(completion)], expected, rtol=1e-4, atol=1e-5)
+    assert inputs.completion_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+def test_reasoning_mask_stops_where_think_closes(tokenizer):
+    ids = tokenizer("I like dramas.</think> <answer>Heat</answer>", add_special_tokens=False).input_ids
+    mask = reasoning_token_mask(tokenizer, ids)
+    reasoning = tokenizer.decode([t for t, keep in zip(ids, mask) if keep])
+    assert reasoning == "I like dramas."
+    assert reasoning_token_mask(tokenizer, ids[:3]).all()  # never closed: all of it is reasoning
+
+
+RL_RUN = dict(rl=True, rl_steps=2, rl_save_step=1, rl_prompts_per_step=2, rl_num_generations=2,
+              rl_max_completion_length=4, rl_summary_max_tokens=4, rl_eval_step=2, rl_eval_samples=4,
+              train_neg_sample_args={"distribution": "uniform", "sample_num": 4, "alpha": 1.0, "dynamic": False,
+                                     "candidate_num": 0}, train_batch_size=256 * 4, use_collaborative=False)  # cheap stage 1
+
+
+def run_and_keep_trainer(monkeypatch, config):
+    made = []
+    original = trainer_module.RPORecTrainer.__init__
+
+    def keep(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(trainer_module.RPORecTrainer, "__init__", keep)
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=config)
+    return result, made[0]
+
+
+def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch):
+    result, trainer = run_and_keep_trainer(monkeypatch, mini_config(mini_movielens, tmp_path, **RL_RUN))
+
+    # both stages reported, stage 2 is what the run returns
+    assert set(trainer.stage_results) == {"stage1", "stage2"}
+    for stage in trainer.stage_results.values():
+        assert set(stage) == {"valid", "test"} and "ndcg@10" in stage["test"]
+    assert result["test_result"] == trainer.stage_results["stage2"]["test"]
+    history = trainer.rl_history
+    assert [h["step"] for h in history] == [1, 2]
+    for name in ("reward", "reward/format", "reward/length", "reward/rank", "reward/compression",
+                 "reward/similarity", "reward/entropy", "kl", "clip_region", "entropy", "completion_length"):
+        assert math.isfinite(history[0][name]), name
+    assert 0.0 <= history[-1]["valid_ndcg@10"] <= 1.0
+
+    # valid/test reasoning was regenerated under the tuned policy's own store namespace
+    stores = tmp_path / "reasoning" / "ml-mini"
+    policies = {json.loads((stores / s / "settings.json").read_text())["policy"] for s in os.listdir(stores)}
+    assert policies == {"initial", trainer.policy_id} and trainer.policy_id.startswith("grpo-")
+
+    # the latest RL checkpoint only, complete and atomic
+    (checkpoint,) = os.listdir(trainer.rl_checkpoint_dir)
+    assert checkpoint == "step-000002"
+    folder = os.path.join(trainer.rl_checkpoint_dir, checkpoint)
+    assert {"model.safetensors", "optimizer.safetensors", "trainer_state.json", "config.yaml",
+            "policy"} <= set(os.listdir(folder))
+    assert "adapter_model.safetensors" in os.listdir(os.path.join(folder, "policy"))
+
+    # resume: stage 1 is skipped, RL continues at step 3 with the saved history, adapter and optimizer
+    resumed_config = mini_config(mini_movielens, tmp_path, **{**RL_RUN, "rl_steps": 3, "rl_eval_step": 0,
+                                                              "rl_resume_checkpoint": folder})
+    _, resumed = run_and_keep_trainer(monkeypatch, resumed_config)
+    assert [h["step"] for h in resumed.rl_history] == [1, 2, 3]
+    assert resumed.rl_history[:2] == json.loads(json.dumps(history))
+    optimizer_steps = {int(s["step"]) for s in resumed.rl.optimizer.state_dict()["state"].values()}
+    assert optimizer_steps == {3}
+
+
+def test_settings_must_split_over_processes():
+    with pytest.raises(ValueError, match="split evenly"):
+        GRPOSettings(prompts_per_step=3).check(num_processes=2)
+    with pytest.raises(ValueError, match="micro-batches"):
+        GRPOSettings(prompts_per_step=2, num_generations=3, gradient_accumulation_steps=4).check(num_processes=1)
