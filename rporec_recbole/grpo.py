@@ -9,7 +9,7 @@ Decisions:
   it carries no policy gradient while the rest of the batch still trains.
 - ``entropy_mask`` keeps the top ``quantile`` fraction of the valid tokens of the whole batch by entropy,
   as TRL's ``top_entropy_quantile`` (threshold = the (1 - quantile) quantile, linear interpolation,
-  kept when >= threshold). TRL also gathers across processes; this package trains on one process.
+  kept when >= threshold). Across processes, `GRPOTrainer.global_entropy_mask` gathers the entropies first, as TRL does.
 - The entropy mask multiplies the policy-gradient term only; the KL term still covers every valid token,
   as in TRL.
 - Positions outside ``completion_mask`` are replaced by zeros before any arithmetic, so padding that holds
