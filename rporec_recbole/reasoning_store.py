@@ -87,15 +87,3 @@ class ReasoningStore:
                 handle.write("".join(lines))
                 handle.flush()
                 os.fsync(handle.fileno())
-
-    def fill(self, prompts, generate_fn, batch_size, progress=None):
-        """Generate the missing entries in batches with ``generate_fn(list[str]) -> list[str]``."""
-        todo = self.missing(prompts)
-        if todo:
-            logger.info("reasoning store %s: %d cached, generating %d", self.folder, len(self), len(todo))
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            self.add(batch, generate_fn(batch))
-            if progress is not None:
-                progress.update(len(batch))
-        return len(todo)

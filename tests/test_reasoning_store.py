@@ -6,18 +6,13 @@ SETTINGS = {"llm_path": "tiny", "top_p": 0.95}
 
 
 def test_entries_survive_reopening_and_only_missing_prompts_are_generated(tmp_path):
-    calls = []
-
-    def fake_generate(prompts):
-        calls.append(list(prompts))
-        return [f"r:{p}" for p in prompts]
-
     store = ReasoningStore(tmp_path, SETTINGS)
-    assert store.fill(["a", "b", "a"], fake_generate, batch_size=1) == 2
+    todo = store.missing(["a", "b", "a"])
+    assert todo == ["a", "b"]
+    store.add(todo, [f"r:{p}" for p in todo])
     reopened = ReasoningStore(tmp_path, SETTINGS)
     assert reopened.get("a") == "r:a" and len(reopened) == 2
-    assert reopened.fill(["a", "b", "c"], fake_generate, batch_size=8) == 1
-    assert calls[-1] == ["c"]
+    assert reopened.missing(["a", "b", "c"]) == ["c"]
 
 
 def test_other_settings_never_reuse_stale_text(tmp_path):
