@@ -6,7 +6,8 @@ temperature/top-p distribution):
 * a fast path for Llama-family decoders (Llama, Qwen2 and Mistral without sliding windows), PEFT/LoRA-wrapped
   or not: a static KV cache written in place, the prefix that all prompts of a batch share (chat template and
   instruction) computed once, one prefill per prompt for ``num_return_sequences``, finished rows dropped from the
-  batch, top-p sampling from a small top-k candidate set instead of a full sort. It calls the model's own
+  batch, top-p sampling by redrawing tokens outside the nucleus instead of sorting the vocabulary, prefill in
+  chunks of rows small enough to stay in cache. It calls the model's own
   submodules (norms, projections, MLPs, rotary embedding, LM head), so LoRA layers and weight updates between
   calls are honoured and nothing derived from the weights is kept across calls;
 * a fallback through the model's own ``generate`` for every other model.
@@ -23,8 +24,13 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
 _TOP_P_CANDIDATES = 64  # top-p nuclei are usually smaller; k grows when a row needs more
+_NUCLEUS_REDRAWS = 4  # rejection rounds of top-p sampling before the explicit nucleus (each accepts >= top_p)
 _MIN_SHARED_PREFIX = 16  # shorter common prefixes are not worth a separate prefill
 _COMPACT_FRACTION = 8  # drop finished rows once they are 1/8 of the batch (a compaction costs about one step)
+# Prefill runs this many tokens at a time (whole rows): activations of a few MB are reused from the allocator and
+# stay in cache, while a 32 x 500-token prefill allocates fresh 40 MB tensors whose page faults cost more than the
+# elementwise ops themselves (measured: bf16 silu 30 ms vs 8 ms per 13k x 1536 tensor on this CPU).
+_PREFILL_CHUNK_TOKENS = 2048
 
 
 class GenerationEngine:
@@ -136,15 +142,43 @@ def sample_next_tokens(logits, options):
     if not options.do_sample:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / options.temperature, dim=-1)
-    if options.top_p >= 1.0:
-        return torch.multinomial(probs, 1, generator=options.generator).squeeze(1)
     return _sample_top_p(probs, options.top_p, options.generator)
 
 
 def _sample_top_p(probs, top_p, generator):
-    weights, indices = _top_p_candidates(probs, top_p)
-    choice = torch.multinomial(weights, 1, generator=generator)
-    return indices.gather(1, choice).squeeze(1)
+    """Top-p sampling without sorting the vocabulary: draw from the whole distribution and redraw the rows whose
+    token fell outside the nucleus. Conditioned on acceptance this is exactly the renormalised nucleus, and a row
+    is accepted with probability >= ``top_p``. Rows still outside after a few rounds (a tiny ``top_p``) are drawn
+    from their explicit nucleus. (Sorting 32 x 49k probabilities cost ~40 ms per decoding step on 2 cores.)"""
+    tokens = _sample_categorical(probs, generator)
+    if top_p >= 1.0:
+        return tokens
+    pending = (~_in_nucleus(probs, tokens, top_p)).nonzero().squeeze(1)
+    for _ in range(_NUCLEUS_REDRAWS):
+        if len(pending) == 0:
+            return tokens
+        tokens[pending] = _sample_categorical(probs[pending], generator)
+        pending = pending[~_in_nucleus(probs[pending], tokens[pending], top_p)]
+    if len(pending):
+        weights, indices = _top_p_candidates(probs[pending], top_p)
+        tokens[pending] = indices.gather(1, _sample_categorical(weights, generator)[:, None]).squeeze(1)
+    return tokens
+
+
+def _sample_categorical(weights, generator):
+    """One draw per row from unnormalised non-negative weights, by inverting the cumulative sum (several times
+    cheaper than ``torch.multinomial`` over a large vocabulary here)."""
+    cumulative = weights.cumsum(dim=-1)
+    uniform = torch.rand(weights.shape[0], 1, generator=generator) * cumulative[:, -1:]
+    return torch.searchsorted(cumulative, uniform, right=True).clamp_(max=weights.shape[-1] - 1).squeeze(1)
+
+
+def _in_nucleus(probs, tokens, top_p):
+    """HF's top-p rule for the given token of each row: kept when the mass of strictly more likely tokens is below
+    ``top_p`` (tokens tied at the boundary are all kept, where a sort would keep an arbitrary part of them)."""
+    token_probs = probs.gather(1, tokens[:, None])
+    mass_above = torch.where(probs > token_probs, probs, 0.0).sum(dim=-1)
+    return mass_above < top_p
 
 
 def _top_p_candidates(probs, top_p):
@@ -266,7 +300,18 @@ class _FastDecoder:
         cache.copy_prefix(prefix_cache)
 
     def _prefill(self, input_ids, attention_mask, cache):
-        """Runs left-padded tokens after what the cache already holds; returns fp32 logits of each row's last token."""
+        """Runs left-padded tokens after what the cache already holds; returns fp32 logits of each row's last token.
+
+        Rows go through in chunks of about ``_PREFILL_CHUNK_TOKENS`` tokens; each chunk writes its own cache rows."""
+        rows_per_chunk = max(1, _PREFILL_CHUNK_TOKENS // input_ids.shape[1])
+        logits = [self._prefill_rows(input_ids[first:first + rows_per_chunk],
+                                     attention_mask[first:first + rows_per_chunk],
+                                     cache.row_view(first, first + rows_per_chunk))
+                  for first in range(0, input_ids.shape[0], rows_per_chunk)]
+        cache.length += input_ids.shape[1]
+        return torch.cat(logits)
+
+    def _prefill_rows(self, input_ids, attention_mask, cache):
         batch, length = input_ids.shape
         start = cache.length
         positions = start + (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
@@ -279,7 +324,6 @@ class _FastDecoder:
         rotary = self.backbone.rotary_emb(hidden, positions)
         for layer_index, layer in enumerate(self.backbone.layers):
             hidden = self._layer(layer, hidden, rotary, mask, cache, layer_index, slice(start, start + length))
-        cache.length = start + length
         return self._logits(hidden[:, -1])
 
     def _decode(self, tokens, positions, cache):
@@ -334,6 +378,15 @@ class _KVCache:
                 selected[:, :, :filled] = tensor[rows, :, :filled]
                 cache[i] = selected
         self.key_mask = self.key_mask[rows]
+
+    def row_view(self, first, stop):
+        """A cache over rows ``[first, stop)`` that shares this one's storage (writes land here)."""
+        view = _KVCache.__new__(_KVCache)
+        view.keys = [tensor[first:stop] for tensor in self.keys]
+        view.values = [tensor[first:stop] for tensor in self.values]
+        view.key_mask = self.key_mask[first:stop]
+        view.length = self.length
+        return view
 
     def copy_prefix(self, prefix):
         """Puts a one-row cache's contents at the start of every row."""

@@ -7,8 +7,9 @@ from transformers import GPT2Config, GPT2LMHeadModel, MistralConfig, MistralForC
     Qwen2ForCausalLM
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from rporec_recbole.generation import GenerationEngine, _left_pad, _SamplingOptions, _top_p_candidates, \
-    sample_next_tokens
+from rporec_recbole import generation
+from rporec_recbole.generation import GenerationEngine, _left_pad, _SamplingOptions, _in_nucleus, \
+    _top_p_candidates, sample_next_tokens
 from rporec_recbole.llm import EMBEDDED_LLM, build_tiny_llm, load_llm
 
 PROMPT_LENGTHS = (5, 17, 9, 30, 1)
@@ -57,6 +58,13 @@ def test_greedy_matches_hf_with_mixed_lengths_in_one_batch(varied_llm, tokenizer
     expected = [hf_greedy(varied_llm, p, 12) for p in prompts]
     assert got == expected
     assert len({tuple(t) for t in got}) == len(prompts)  # the prompts really lead to different continuations
+
+
+def test_prefill_in_row_chunks_gives_the_same_tokens(varied_llm, tokenizer, prompts, monkeypatch):
+    # 30 tokens per chunk: the 30-token-wide padded batch prefills one row at a time, into its own cache rows
+    monkeypatch.setattr(generation, "_PREFILL_CHUNK_TOKENS", 30)
+    got = GenerationEngine(varied_llm, tokenizer, max_batch_size=8).generate_ids(prompts, 12, do_sample=False)
+    assert got == [hf_greedy(varied_llm, p, 12) for p in prompts]
 
 
 def test_greedy_matches_hf_padded_batch_and_restores_order_across_small_batches(varied_llm, tokenizer, prompts):
@@ -137,6 +145,27 @@ def test_top_p_candidates_match_hf_warper_including_large_nuclei():
             ours = set(indices[row][weights[row] > 0].tolist())
             assert ours == set(hf_kept[row].nonzero().flatten().tolist())
         assert len(ours) > 1000  # the flat row needed more than the default candidate count
+
+
+def test_nucleus_membership_matches_hf_warper_for_every_token():
+    torch.manual_seed(0)
+    logits = torch.stack([torch.randn(3000) * 4, torch.randn(3000) * 0.05])
+    probs = torch.softmax(logits, dim=-1)
+    every_token = torch.arange(3000)
+    for top_p in (0.5, 0.9):
+        hf_kept = TopPLogitsWarper(top_p)(None, logits.clone()).isfinite()
+        for row in range(2):
+            ours = _in_nucleus(probs[row].expand(3000, -1), every_token, top_p)
+            assert torch.equal(ours, hf_kept[row])
+
+
+def test_tiny_top_p_falls_back_to_the_explicit_nucleus_after_redraws():
+    # a flat row with top_p 0.001: a draw lands in the 2-3 token nucleus with probability ~0.001 per round
+    logits = torch.randn(1, 3000) * 0.05
+    options = _SamplingOptions(True, 1.0, 0.001, torch.Generator().manual_seed(0))
+    tokens = sample_next_tokens(logits.expand(200, -1).clone(), options)
+    nucleus = TopPLogitsWarper(0.001)(None, logits.clone()).isfinite()[0]
+    assert nucleus[tokens].all()
 
 
 def test_sampled_next_tokens_follow_hf_temperature_top_p_distribution():
