@@ -103,8 +103,12 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
-    if saved:
-        logger.info(f"checkpoint: {trainer.saved_model_file}")
+    phases = trainer.phases.summary() if hasattr(trainer, "phases") else {}
+    for name, phase in phases.items():
+        logger.info(f"phase {name}: {phase['seconds']:.0f} s, peak RSS {phase['peak_rss_mb']:.0f} MB")
+    outputs = output_locations(trainer, saved)
+    for what, where in outputs.items():
+        logger.info(set_color(f"{what}: ", "blue") + where)
     return {
         "best_valid_score": best_valid_score,
         "valid_score_bigger": config["valid_metric_bigger"],
@@ -115,4 +119,24 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         "checkpoint": trainer.saved_model_file if saved else None,
         # RPORec with rl: true reports stage 1 and stage 2 side by side ({stage: {split: metrics}})
         "stage_results": getattr(trainer, "stage_results", {}),
+        "rl_history": getattr(trainer, "rl_history", []),
+        "phases": phases,
+        "outputs": outputs,
     }
+
+
+def output_locations(trainer, saved):
+    """Where a finished run left its files: checkpoints, log, TensorBoard events, reasoning store."""
+    where = {}
+    if saved:
+        where["checkpoint"] = trainer.saved_model_file
+    if getattr(trainer, "rl_checkpoint_dir", None):
+        where["RL checkpoints"] = trainer.rl_checkpoint_dir
+    log_files = [h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)]
+    if log_files:
+        where["log"] = log_files[0]
+    if getattr(trainer, "tensorboard", None) is not None:
+        where["TensorBoard"] = trainer.tensorboard.get_logdir()
+    if getattr(trainer.model, "use_reasoning", False):  # one sub-folder per generation setting and policy
+        where["reasoning store"] = os.path.dirname(trainer.reasoning_store().folder)
+    return {what: os.path.abspath(path) for what, path in where.items()}

@@ -25,6 +25,7 @@ from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.model import ReasoningTable
 from rporec_recbole.reasoning_store import ReasoningStore
+from rporec_recbole.timing import PhaseTimer
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         self.rl_history = []
         self.stage_results = {}
         self._valid_data = None
+        self.phases = PhaseTimer()  # wall time and peak memory per phase, returned by the quick start
 
     # ----- reasoning -------------------------------------------------------------------------------------
     def reasoning_store(self):
@@ -120,7 +122,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         missing = store.missing(prompts)
         progress = tqdm(total=len(missing), desc=f"Reasoning ({what})", ncols=100,
                         disable=not (self.show_progress and self.accelerator.is_main_process))
-        generated = self._fill_store(store, missing, progress)
+        with self.phases(f"reasoning generation ({what})"):
+            generated = self._fill_store(store, missing, progress)
         progress.close()
         self.model.add_reasoning(todo, [generated[p] if p in generated else store.get(p) for p in prompts])
         self.logger.info(f"reasoning for {what}: {len(todo)} prompts ({len(missing)} generated, "
@@ -143,7 +146,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         """RecBole's fit on the main process; every process then holds the best stage-1 model."""
         result = None
         if self.accelerator.is_main_process:
-            result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            with self.phases("stage 1 (RecHead training)"):
+                result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
             if saved:
                 self.model.load_state_dict(load_checkpoint(self.saved_model_file, self.device)[0])
                 self.stage1_checkpoint = self.saved_model_file
@@ -165,7 +169,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         """GRPO, then switch to the tuned policy: a new reasoning table, filled from its own store namespace."""
         from rporec_recbole.grpo_trainer import run_rl_stage
 
-        self.rl = run_rl_stage(self, train_data)
+        with self.phases("stage 2 (GRPO)"):
+            self.rl = run_rl_stage(self, train_data)
         self._policies = {"stage1": INITIAL_POLICY, "stage2": f"grpo-{self.rl.pair.fingerprint()}"}
         initial = self.model.reasoning
         self._reasoning_tables = {"stage1": initial, "stage2": ReasoningTable(
@@ -241,12 +246,15 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         model_file = model_file or self.stage1_checkpoint
         if self.rl is None:
             self.ensure_reasoning(*self._dataset_samples(eval_data), "evaluation")
-            return super().evaluate(eval_data, load_best_model, model_file, show_progress)
+            with self.phases("evaluation"):
+                return super().evaluate(eval_data, load_best_model, model_file, show_progress)
         split = "valid" if eval_data is self._valid_data else "test"
         for stage in STAGES:
             self.use_policy(stage)
             self.ensure_reasoning(*self._dataset_samples(eval_data), f"{split}, {stage}")
-            self.stage_results[stage][split] = super().evaluate(eval_data, load_best_model, model_file, show_progress)
+            with self.phases("evaluation"):
+                self.stage_results[stage][split] = super().evaluate(eval_data, load_best_model, model_file,
+                                                                    show_progress)
         self.logger.info(f"{split} stage 1 vs stage 2: {self.stage_results['stage1'][split]} | "
                          f"{self.stage_results['stage2'][split]}")
         return self.stage_results["stage2"][split]

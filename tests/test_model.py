@@ -39,6 +39,21 @@ def test_rporec_end_to_end(rporec_run, mini_movielens):
     assert 40 < len(lines) <= 3 * 40
 
 
+def test_run_reports_phases_and_where_its_outputs_are(rporec_run, caplog):
+    result, tmp_path = rporec_run
+    phases = result["phases"]
+    assert {"reasoning generation (train)", "reasoning generation (valid)", "stage 1 (RecHead training)",
+            "evaluation"} <= set(phases)
+    assert all(p["seconds"] >= 0 and p["peak_rss_mb"] > 0 for p in phases.values())
+    # the valid evaluations inside stage 1 are counted under "evaluation", not twice
+    assert phases["evaluation"]["calls"] > 1
+    assert sum(p["seconds"] for p in phases.values()) <= result["train_seconds"] + result["eval_seconds"] + 1
+    outputs = result["outputs"]
+    assert set(outputs) == {"checkpoint", "log", "TensorBoard", "reasoning store"}
+    assert all(os.path.exists(path) for path in outputs.values())
+    assert outputs["reasoning store"] == str(tmp_path / "reasoning" / "ml-mini")
+
+
 def test_baseline_runs_through_the_same_runner(mini_movielens, tmp_path):
     result = run_recbole_rporec("SASRec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
                                                                             train_batch_size=256))

@@ -1,0 +1,66 @@
+"""Wall time and peak memory of the phases of a run (reasoning generation, stage 1, stage 2, evaluation).
+
+Phases nest (stage 1 evaluates on valid after each epoch, an evaluation may first generate reasoning): each
+phase counts only its own time, never that of a phase running inside it, so the phases add up to the time they
+cover together. Peak memory is the process's resident-set high-water mark, reset when a phase (re)starts where
+Linux allows it (``/proc/self/clear_refs``), else the peak since the process started.
+"""
+import resource
+import time
+from contextlib import contextmanager
+
+
+def _reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb():
+    """Resident-set high-water mark (since the last reset where there is one) in MB."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PhaseTimer:
+    def __init__(self):
+        self.phases = {}  # name -> {"seconds", "peak_rss_mb", "calls"}, in order of first use
+        self._stack = []  # names of the running phases, innermost last
+        self._since = None  # when the innermost running phase last (re)started
+
+    @contextmanager
+    def __call__(self, name):
+        self._pause_current()
+        self.phases.setdefault(name, {"seconds": 0.0, "peak_rss_mb": 0.0, "calls": 0})["calls"] += 1
+        self._stack.append(name)
+        self._resume_current()
+        try:
+            yield
+        finally:
+            self._pause_current()
+            self._stack.pop()
+            self._resume_current()
+
+    def _pause_current(self):
+        if self._stack:
+            entry = self.phases[self._stack[-1]]
+            entry["seconds"] += time.perf_counter() - self._since
+            entry["peak_rss_mb"] = max(entry["peak_rss_mb"], peak_rss_mb())
+
+    def _resume_current(self):
+        if self._stack:
+            _reset_peak_rss()
+            self._since = time.perf_counter()
+
+    def summary(self):
+        """{phase: {"seconds", "peak_rss_mb", "calls"}} rounded, for logs and JSON."""
+        return {name: {"seconds": round(e["seconds"], 1), "peak_rss_mb": round(e["peak_rss_mb"], 1),
+                       "calls": e["calls"]} for name, e in self.phases.items()}
