@@ -69,11 +69,12 @@ def _run_one(spec):
         "train_seconds": round(result["train_seconds"], 1), "eval_seconds": round(result["eval_seconds"], 1),
         "total_seconds": round(time.time() - start, 1),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "command": spec["command"], "key": spec["key"],
+        "device": result["device"], "command": spec["command"], "key": spec["key"],
     }
-    for extra in ("stage1_test_result",):
-        if extra in result:
-            row[extra] = {k: float(v) for k, v in result[extra].items()}
+    if result["stage_results"]:  # RPORec with RL: stage 1 (initial policy) next to stage 2, for the ablation table
+        row["stage_results"] = {stage: {split: {k: float(v) for k, v in metrics.items()}
+                                        for split, metrics in splits.items()}
+                                for stage, splits in result["stage_results"].items()}
     atomic_write_json(spec["out_file"], row)
 
 
@@ -108,7 +109,7 @@ def summarize(rows):
     summary = []
     for model, group in by_model.items():
         entry = {"model": model, "dataset": group[0]["dataset"], "seeds": [r["seed"] for r in group],
-                 "command": group[0]["command"]}
+                 "device": group[0].get("device", "unknown"), "command": group[0]["command"]}
         for column in TABLE_METRICS + ["train_seconds", "eval_seconds", "peak_memory_mb"]:
             values = [r[column] for r in group if column in r]
             entry[column] = statistics.fmean(values)
@@ -125,11 +126,11 @@ def best_baseline(summary):
 def markdown_table(summary):
     multi = any(len(s["seeds"]) > 1 for s in summary)
     fmt = (lambda s, c: f"{s[c]:.4f} ± {s[c + '_std']:.4f}") if multi else (lambda s, c: f"{s[c]:.4f}")
-    header = ["model", "seeds"] + TABLE_METRICS + ["train s", "eval s", "peak MB"]
+    header = ["model", "seeds"] + TABLE_METRICS + ["train s", "eval s", "peak MB", "device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summary:
         cells = [s["model"], ",".join(map(str, s["seeds"]))] + [fmt(s, c) for c in TABLE_METRICS]
-        cells += [f"{s['train_seconds']:.0f}", f"{s['eval_seconds']:.0f}", f"{s['peak_memory_mb']:.0f}"]
+        cells += [f"{s['train_seconds']:.0f}", f"{s['eval_seconds']:.0f}", f"{s['peak_memory_mb']:.0f}", s["device"]]
         lines.append("| " + " | ".join(cells) + " |")
     base = best_baseline(summary)
     if base:

@@ -122,7 +122,17 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         "rl_history": getattr(trainer, "rl_history", []),
         "phases": phases,
         "outputs": outputs,
+        "device": describe_device(config["device"]),
     }
+
+
+def describe_device(device):
+    """'cpu (N cores)' or 'cuda:0 (GPU name)': which hardware a run's times belong to."""
+    if device.type == "cuda":
+        import torch
+
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return f"{device} ({os.cpu_count()} cores)"
 
 
 def output_locations(trainer, saved):

@@ -19,12 +19,14 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     assert [r["model"] for r in rows] == ["SASRec", "RPORec-no-reasoning"]
     assert all(r["dataset"] == "ml-mini" and r["seed"] == 2020 and 0 <= r["ndcg@10"] <= 1 for r in rows)
     assert all(r["peak_memory_mb"] > 100 and r["train_seconds"] > 0 for r in rows)
+    assert all(r["device"] == f"cpu ({os.cpu_count()} cores)" for r in rows)  # whose hardware the times are
     with open(out / "results.csv") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert [float(r["ndcg@10"]) for r in csv_rows] == [r["ndcg@10"] for r in rows]
     table = (out / "results.md").read_text()
     assert f"| SASRec | 2020 | {rows[0]['recall@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
     assert "Best baseline by test NDCG@10: SASRec" in table
+    assert table.count(f"| cpu ({os.cpu_count()} cores) |") == 2
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert rows[1]["command"] == row_command("RPORec-no-reasoning", "ml-mini", 2020, [str(config_file)],
                                              {"epochs": 1})
