@@ -74,10 +74,11 @@ def unflatten_optimizer_state(tensors, meta):
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save_checkpoint(folder, model_state, optimizer=None, trainer_state=None):
-    """Write ``model_state`` (and the optimizer) into ``folder``; ``trainer_state`` must be json-able."""
+def save_checkpoint(folder, model_state, optimizer=None, trainer_state=None, extra_files=None):
+    """Write ``model_state`` (and the optimizer) into ``folder``; ``trainer_state`` must be json-able.
+    ``extra_files`` maps more safetensors file names to tensor dicts, hashed like the others."""
     os.makedirs(folder, exist_ok=True)
-    files = {MODEL_FILE: model_state}
+    files = {MODEL_FILE: model_state, **(extra_files or {})}
     meta = dict(trainer_state or {})
     if optimizer is not None:
         files[OPTIMIZER_FILE], meta["optimizer"] = flatten_optimizer_state(optimizer)
@@ -143,12 +144,29 @@ def load_config_dict(folder):
         return yaml.safe_load(handle)
 
 
+def claim_checkpoint_folder(base):
+    """Create and return a checkpoint folder no other run uses. RecBole names it ``<Model>-<time to the second>``,
+    so two runs started in the same second (a parallel comparison) would write and reload each other's weights;
+    the folder is made with an exclusive ``mkdir`` and a ``-2``, ``-3`` ... suffix where the name is taken."""
+    os.makedirs(os.path.dirname(base) or ".", exist_ok=True)
+    folder, suffix = base, 1
+    while True:
+        try:
+            os.mkdir(folder)
+            return folder
+        except FileExistsError:
+            suffix += 1
+            folder = f"{base}-{suffix}"
+
+
 class SafeCheckpointMixin:
     """Gives a RecBole trainer safetensors checkpoints (``saved/<Model>-<time>/``) instead of pickled ``.pth``."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
-        self.saved_model_file = os.path.splitext(self.saved_model_file)[0]
+        base = os.path.splitext(self.saved_model_file)[0]
+        # one writer per machine; under ``accelerate launch`` the RPORec trainer hands its name to the others
+        self.saved_model_file = claim_checkpoint_folder(base) if config["local_rank"] == 0 else base
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -162,17 +180,43 @@ class SafeCheckpointMixin:
             self.logger.info(f"Saving current: {folder}")
 
     def resume_checkpoint(self, resume_file):
-        model_state, optimizer_state, meta = load_checkpoint(str(resume_file), self.device)
+        """Continue from a checkpoint folder: its ``last/`` state (the last finished epoch, random streams
+        included) where there is one, else the best-epoch state RecBole-style."""
+        from rporec_recbole.resume import load_last
+
+        resume_file = str(resume_file)
+        last = load_last(resume_file, self.device)
+        if last is None:
+            model_state, optimizer_state, meta = load_checkpoint(resume_file, self.device)
+        else:
+            model_state, optimizer_state, meta, rng_tensors = last
+            self._pending_rng = (rng_tensors, meta["rng"])
+            self.best_valid_result = meta["best_valid_result"] or None
         if meta.get("model", self.config["model"]).lower() != self.config["model"].lower():
             raise ValueError(f"Checkpoint {resume_file} belongs to model {meta['model']}, not {self.config['model']}.")
-        self.saved_model_file = str(resume_file)
+        if os.path.isdir(self.saved_model_file) and not os.listdir(self.saved_model_file):
+            os.rmdir(self.saved_model_file)  # the fresh folder claimed at start is not needed
+        self.saved_model_file = resume_file
         self.model.load_state_dict(model_state)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
         self.start_epoch = meta["epoch"] + 1
         self.cur_step = meta["cur_step"]
         self.best_valid_score = meta["best_valid_score"]
-        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+        self.logger.info(f"Checkpoint {resume_file} loaded: training resumes at epoch {self.start_epoch}")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        """RecBole's fit, writing ``last/`` after every evaluated epoch so that ``--resume`` can continue it."""
+        from rporec_recbole.resume import restore_rng, save_last
+
+        def after_epoch(epoch, valid_score):
+            if saved:
+                save_last(self, train_data, epoch)
+            if callback_fn:
+                callback_fn(epoch, valid_score)
+
+        restore_rng(self, train_data)
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -94,12 +94,16 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
+    if config["resume"]:  # a checkpoint folder of an interrupted run: continue after its last finished epoch
+        trainer.resume_checkpoint(config["resume"])
     start = time.time()
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
                                                       show_progress=config["show_progress"])
     train_seconds = time.time() - start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_seconds = time.time() - start - train_seconds
+    if not saved and os.path.isdir(trainer.saved_model_file) and not os.listdir(trainer.saved_model_file):
+        os.rmdir(trainer.saved_model_file)  # claimed when the trainer was made, never written
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")

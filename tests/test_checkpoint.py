@@ -1,7 +1,10 @@
+import os
+
 import pytest
 import torch
 
-from rporec_recbole.checkpoint import CorruptCheckpointError, load_checkpoint, save_checkpoint
+from rporec_recbole.checkpoint import CorruptCheckpointError, claim_checkpoint_folder, load_checkpoint, \
+    save_checkpoint
 
 
 def test_round_trip_restores_model_and_optimizer(tmp_path):
@@ -27,3 +30,12 @@ def test_torn_or_incomplete_checkpoint_is_refused(tmp_path):
         load_checkpoint(tmp_path)
     with pytest.raises(CorruptCheckpointError, match="not a complete checkpoint"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_runs_started_in_the_same_second_get_their_own_checkpoint_folders(tmp_path):
+    # regression: RecBole names folders <Model>-<time to the second>; parallel comparison rows overwrote and
+    # reloaded each other's weights (seen as a shape error only when the datasets differed)
+    base = str(tmp_path / "saved" / "GRU4Rec-Nov-26-2026_01-07-54")
+    folders = [claim_checkpoint_folder(base) for _ in range(3)]
+    assert folders == [base, base + "-2", base + "-3"]
+    assert all(os.path.isdir(f) for f in folders)

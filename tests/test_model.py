@@ -27,7 +27,7 @@ def test_rporec_end_to_end(rporec_run, mini_movielens):
     assert list(result["test_result"]) == METRICS
     assert all(0.0 <= v <= 1.0 for v in result["test_result"].values())
     # the checkpoint is a safetensors folder that evaluate(load_best_model=True) reloaded without pickle
-    assert sorted(os.listdir(result["checkpoint"])) == ["config.yaml", "model.safetensors",
+    assert sorted(os.listdir(result["checkpoint"])) == ["config.yaml", "last", "model.safetensors",
                                                          "optimizer.safetensors", "trainer_state.json"]
     saved = load_config_dict(result["checkpoint"])
     rebuilt = Config(model=saved["model"], dataset=saved["dataset"], config_dict=saved)
@@ -129,3 +129,15 @@ def test_recommend_from_a_trained_run(rporec_run, capsys):
     assert out["history"][0]["title"] and "reasoning" in out
     with pytest.raises(SystemExit, match="user 'nobody' is not in dataset"):
         recommend_main(["--checkpoint", result["checkpoint"], "--user", "nobody"])
+
+
+def test_same_seed_same_command_gives_the_same_metrics(mini_movielens, tmp_path):
+    # separate folders: the second run generates its reasoning again instead of reading the first run's store
+    runs = [run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path / name,
+                                                                           epochs=2))
+            for name in ("first", "second")]
+    assert runs[0]["test_result"] == runs[1]["test_result"]
+    assert runs[0]["best_valid_result"] == runs[1]["best_valid_result"]
+    other_seed = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path / "third",
+                                                                                epochs=2, seed=7))
+    assert other_seed["test_result"] != runs[0]["test_result"]  # the comparison above can fail

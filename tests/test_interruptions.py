@@ -1,0 +1,98 @@
+"""Real interruptions: a run killed with SIGKILL, then the same command again."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import yaml
+
+from conftest import mini_config
+from rporec_recbole import run_recbole_rporec
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _store_lines(reasoning_dir):
+    files = glob.glob(os.path.join(reasoning_dir, "ml-mini", "*", "reasoning.jsonl"))
+    if not files:
+        return []
+    with open(files[0]) as handle:
+        return handle.read().splitlines()
+
+
+def _runner(config_file):
+    return [sys.executable, os.path.join(REPO, "run_recbole_rporec.py"), "--model=RPORec", "--dataset=ml-mini",
+            f"--config_files={config_file}"]
+
+
+def test_kill_during_reasoning_generation_then_rerun_resumes(mini_movielens, tmp_path):
+    # one prompt per generation call and long completions, so the kill lands in the middle of the train prompts
+    config = mini_config(mini_movielens, tmp_path, generation_batch_size=1, max_new_tokens=160)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    reasoning_dir = config["reasoning_dir"]
+
+    process = subprocess.Popen(_runner(config_file), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while len(_store_lines(reasoning_dir)) < 3 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = _store_lines(reasoning_dir)
+    assert 3 <= len(before) < 40, "the kill must land while the 40 training prompts are being generated"
+
+    subprocess.run(_runner(config_file), cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    after = _store_lines(reasoning_dir)
+    keys = [json.loads(line)["key"] for line in after]
+    assert len(keys) == len(set(keys))  # exactly one entry per prompt
+    assert len(after) > 40  # train, valid and test prompts all done
+    # what was there before the kill was kept, not regenerated (a line torn by the kill is the only loss)
+    complete_before = [line for line in before if line.endswith("}")]
+    assert after[:len(complete_before)] == complete_before
+
+
+def test_resumed_stage1_matches_an_uninterrupted_run(mini_movielens, tmp_path):
+    uninterrupted = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+        mini_movielens, tmp_path / "full", epochs=3, stopping_step=10))
+    first_part = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+        mini_movielens, tmp_path / "part", epochs=1, stopping_step=10))
+    last_state = json.loads(open(os.path.join(first_part["checkpoint"], "last", "trainer_state.json")).read())
+    assert last_state["epoch"] == 0 and "optimizer" in last_state and "rng" in last_state
+    resumed = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+        mini_movielens, tmp_path / "part", epochs=3, stopping_step=10, resume=first_part["checkpoint"]))
+    assert resumed["checkpoint"] == first_part["checkpoint"]
+    for metric, value in uninterrupted["test_result"].items():
+        assert abs(resumed["test_result"][metric] - value) < 1e-6, metric
+    assert resumed["best_valid_result"] == uninterrupted["best_valid_result"]
+
+
+def test_kill_during_stage1_then_resume_continues_from_the_last_epoch(mini_movielens, tmp_path):
+    config = mini_config(mini_movielens, tmp_path, epochs=8, stopping_step=100)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(_runner(config_file), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    states = os.path.join(config["checkpoint_dir"], "RPORec-*", "last", "trainer_state.json")
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+        found = glob.glob(states)
+        if found and json.loads(open(found[0]).read())["epoch"] >= 1:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (folder,) = glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*"))
+    killed_at = json.loads(open(os.path.join(folder, "last", "trainer_state.json")).read())["epoch"]
+    assert 1 <= killed_at < 7, "the kill must land during stage 1"
+
+    config_file.write_text(yaml.safe_dump({**config, "resume": folder}))
+    subprocess.run(_runner(config_file), cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    final = json.loads(open(os.path.join(folder, "last", "trainer_state.json")).read())
+    assert final["epoch"] == 7  # went on to the configured end in the same folder
+    assert glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*")) == [folder]
