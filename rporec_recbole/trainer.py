@@ -60,6 +60,37 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         self.stage_results = {}
         self._valid_data = None
         self.phases = PhaseTimer()  # wall time and peak memory per phase, returned by the quick start
+        self.nonfinite_in_a_row = 0
+        self._skip_next_step = False
+        self._guard_optimizer_step()
+
+    # ----- non-finite stage-1 losses ----------------------------------------------------------------------
+    def _check_nan(self, loss):
+        """RecBole raises at the first NaN loss. Here a non-finite batch is logged and its optimizer step skipped;
+        training stops only after ``max_nonfinite_steps`` such batches in a row."""
+        if bool(torch.isfinite(loss).all()):
+            self.nonfinite_in_a_row = 0
+            return
+        self.nonfinite_in_a_row += 1
+        if self.nonfinite_in_a_row >= self.config["max_nonfinite_steps"]:
+            raise ValueError(f"stage 1 stopped: {self.nonfinite_in_a_row} batches in a row had a non-finite loss "
+                             f"(the best weights so far are in {self.saved_model_file}; try a lower learning_rate)")
+        self.logger.warning(f"non-finite training loss ({loss.item()}): batch skipped "
+                            f"({self.nonfinite_in_a_row} in a row)")
+        self._skip_next_step = True
+
+    def _guard_optimizer_step(self):
+        """RecBole's loop still calls backward and ``optimizer.step`` for a skipped batch: drop its gradients."""
+        step = self.optimizer.step
+
+        def guarded_step(*args, **kwargs):
+            if self._skip_next_step:
+                self._skip_next_step = False
+                self.optimizer.zero_grad()
+                return None
+            return step(*args, **kwargs)
+
+        self.optimizer.step = guarded_step
 
     # ----- reasoning -------------------------------------------------------------------------------------
     def reasoning_store(self):

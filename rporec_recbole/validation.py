@@ -11,6 +11,7 @@ _RULES = {
     "max_answer_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
     "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "temperature": ((int, float), lambda v: v > 0, "a number > 0"),
+    "max_nonfinite_steps": (int, lambda v: v >= 1, "an integer >= 1"),
     "head_layers": (int, lambda v: v >= 1, "an integer >= 1"),
     "head_heads": (int, lambda v: v >= 1, "an integer >= 1"),
     "use_semantic": (bool, lambda v: True, "true or false"),

@@ -1,6 +1,8 @@
 """End to end through the runner, plugin lookup, checkpoints and the RecBole traps."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +11,7 @@ from recbole.trainer import Trainer
 
 from conftest import mini_config
 from rporec_recbole import Config, RPORec, RPORecTrainer, get_model, get_trainer, run_recbole_rporec
-from rporec_recbole.checkpoint import SafeCheckpointMixin, load_config_dict
+from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint, load_config_dict
 from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
 
 METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
@@ -141,3 +143,40 @@ def test_same_seed_same_command_gives_the_same_metrics(mini_movielens, tmp_path)
     other_seed = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path / "third",
                                                                                 epochs=2, seed=7))
     assert other_seed["test_result"] != runs[0]["test_result"]  # the comparison above can fail
+
+
+def _nan_on_calls(monkeypatch, bad_calls):
+    """RPORec.calculate_loss returns NaN on the given (1-based) calls."""
+    original, calls = RPORec.calculate_loss, []
+
+    def calculate_loss(self, interaction):
+        calls.append(1)
+        loss = original(self, interaction)
+        return loss * float("nan") if len(calls) in bad_calls else loss
+
+    monkeypatch.setattr(RPORec, "calculate_loss", calculate_loss)
+    return calls
+
+
+def test_nonfinite_stage1_batch_is_skipped_and_training_goes_on(mini_movielens, tmp_path, monkeypatch):
+    calls = _nan_on_calls(monkeypatch, {1, 2})
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+        mini_movielens, tmp_path, train_batch_size=8 * 49, max_nonfinite_steps=3))
+    assert len(calls) > 3  # it trained on after the two bad batches
+    state = load_checkpoint(result["checkpoint"])[0]
+    assert all(torch.isfinite(tensor).all() for tensor in state.values())  # no NaN reached the weights
+
+
+def test_too_many_nonfinite_batches_in_a_row_stop_stage1(mini_movielens, tmp_path, monkeypatch):
+    _nan_on_calls(monkeypatch, {1, 2, 3})
+    with pytest.raises(ValueError, match="3 batches in a row had a non-finite loss"):
+        run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+            mini_movielens, tmp_path, train_batch_size=8 * 49, max_nonfinite_steps=3))
+
+
+def test_importing_the_plugin_and_recbole_models_leaves_anomaly_detection_off():
+    # regression: RecBole's sine.py turns anomaly detection on at import (every backward ~2x slower)
+    code = ("import torch, rporec_recbole; from rporec_recbole import get_model; get_model('SASRec'); "
+            "get_model('SINE'); print(torch.is_anomaly_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
