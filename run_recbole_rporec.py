@@ -7,6 +7,7 @@ Any other ``--key=value`` overrides a config key, as with RecBole's own runner.
 import argparse
 import sys
 
+from rporec_recbole.atomic_files import DatasetFormatError
 from rporec_recbole.llm import LLMNotFoundError
 from rporec_recbole.quick_start import DatasetNotFoundError, run_recbole_rporec
 from rporec_recbole.validation import ConfigValueError
@@ -21,7 +22,7 @@ def main():
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     try:
         run_recbole_rporec(model=args.model, dataset=args.dataset, config_file_list=config_files)
-    except (DatasetNotFoundError, LLMNotFoundError, ConfigValueError) as err:
+    except (DatasetNotFoundError, DatasetFormatError, LLMNotFoundError, ConfigValueError) as err:
         sys.exit(f"error: {err}")
 
 

@@ -4,6 +4,8 @@ import logging
 import numpy as np
 from recbole.utils import FeatureType
 
+from rporec_recbole.validation import ConfigValueError
+
 logger = logging.getLogger(__name__)
 
 # Angle brackets and chat markers in item text are data, never structure: a title such as "<answer>" must not
@@ -36,7 +38,7 @@ def build_item_texts(dataset, title_field, extra_fields=(), max_chars=120):
     """
     if dataset.item_feat is None or title_field not in dataset.item_feat:
         available = [] if dataset.item_feat is None else list(dataset.item_feat.columns)
-        raise ValueError(
+        raise ConfigValueError(
             f"item text field {title_field!r} is not loaded for dataset {dataset.dataset_name!r} "
             f"(item fields loaded: {available}). Set `item_title_field` and add it to `load_col: item:`."
         )

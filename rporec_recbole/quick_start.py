@@ -13,6 +13,7 @@ import yaml
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
+from rporec_recbole.atomic_files import check_atomic_files
 from rporec_recbole.config import Config
 from rporec_recbole.registry import get_model, get_trainer
 
@@ -73,6 +74,7 @@ def ensure_dataset(config):
 
 def load_data(config):
     ensure_dataset(config)
+    check_atomic_files(config["data_path"], config["dataset"], config["field_separator"] or "\t")
     dataset = create_dataset(config)
     return dataset, data_preparation(config, dataset)
 

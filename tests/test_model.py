@@ -180,3 +180,20 @@ def test_importing_the_plugin_and_recbole_models_leaves_anomaly_detection_off():
             "get_model('SINE'); print(torch.is_anomaly_enabled())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@pytest.mark.parametrize("header, row, message", [
+    ("user_id:token\titem_id:tokn\ttimestamp:float", "1\t2\t3", "header column 'item_id:tokn' must be name:type"),
+    ("user_id:token\titem_id:token\ttimestamp:float", "1\t2", "ml-bad.inter:3: 2 columns, the header has 3"),
+    ("user_id:token\titem_id:token\ttimestamp:float", "1\t2\tyesterday", "timestamp must be a number"),
+])
+def test_malformed_atomic_file_is_one_clear_error(tmp_path, header, row, message):
+    folder = tmp_path / "ml-bad"
+    folder.mkdir()
+    (folder / "ml-bad.inter").write_text(f"{header}\n1\t1\t1\n{row}\n")
+    runner = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_recbole_rporec.py")
+    done = subprocess.run([sys.executable, runner, "--model=SASRec", "--dataset=ml-bad", f"--data_path={tmp_path}"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
