@@ -27,6 +27,7 @@ def check_atomic_file(path, separator="\t"):
                     f"{path}:1: header column {column!r} must be name:type with type one of "
                     f"{', '.join(sorted(_TYPES))} (e.g. user_id:token, timestamp:float)")
             types.append(kind)
+        names = [column.partition(":")[0] for column in header]
         floats = [i for i, kind in enumerate(types) if kind == FeatureType.FLOAT.value]
         for number, line in enumerate(handle, 2):
             line = line.rstrip("\r\n")
@@ -41,7 +42,7 @@ def check_atomic_file(path, separator="\t"):
                     if cells[index]:
                         float(cells[index])
                 except ValueError:
-                    raise DatasetFormatError(f"{path}:{number}: {header[index].partition(':')[0]} must be a number, got "
+                    raise DatasetFormatError(f"{path}:{number}: {names[index]} must be a number, got "
                                              f"{cells[index]!r}") from None
 
 
