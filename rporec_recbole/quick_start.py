@@ -69,7 +69,8 @@ def ensure_dataset(config):
         raise DatasetNotFoundError(
             f"Dataset {name!r} is not in {folder}/ and downloading it from {url} failed "
             f"({err.__class__.__name__}: {err}). Without internet, download that zip elsewhere and unzip its "
-            f"atomic files into {folder}/ (as {name}.inter, {name}.item, {name}.user).") from None
+            f"atomic files into {folder}/ (as {name}.inter, {name}.item, {name}.user), or convert the raw public "
+            f"files there with `python -m rporec_recbole.prepare` (MovieLens, Amazon).") from None
 
 
 def load_data(config):

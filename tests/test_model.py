@@ -90,7 +90,8 @@ def test_missing_dataset_without_internet_says_where_to_put_files(tmp_path, monk
 
     monkeypatch.setattr("rporec_recbole.quick_start._download", no_network)
     config = {"data_path": str(tmp_path / "ml-1m"), "dataset": "ml-1m"}
-    with pytest.raises(DatasetNotFoundError, match=r"not in .*ml-1m/ and downloading it from https://.*failed"):
+    with pytest.raises(DatasetNotFoundError, match=r"not in .*ml-1m/ and downloading it from https://.*failed.*"
+                                                   r"rporec_recbole.prepare"):
         ensure_dataset(config)
     with pytest.raises(DatasetNotFoundError, match="Unknown dataset 'nonsense'"):
         ensure_dataset({"data_path": str(tmp_path / "nonsense"), "dataset": "nonsense"})

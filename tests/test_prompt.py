@@ -13,6 +13,12 @@ def test_prompt_shows_last_window_items_oldest_first(tokenizer):
     assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n" + RESPONSE_PREFIX)
 
 
+def test_one_item_history_gives_a_one_line_history(tokenizer):
+    prompt = PromptBuilder(tokenizer, TEXTS, history_window=20).build([3, 0, 0, 0])
+    assert prompt.split("History:")[1].strip().splitlines()[0].startswith("1. Heat (1995) | Crime")
+    assert "2. " not in prompt.split("History:")[1]
+
+
 def test_prompt_longer_than_limit_drops_oldest_items(tokenizer):
     builder = PromptBuilder(tokenizer, TEXTS, history_window=4)
     full = builder.build([1, 2, 3, 4])
