@@ -97,8 +97,8 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
     logger.info(model)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
 
-    if config["resume"]:  # a checkpoint folder of an interrupted run: continue after its last finished epoch
-        trainer.resume_checkpoint(config["resume"])
+    if config["resume"]:
+        resume(trainer, config, config["resume"])
     start = time.time()
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
                                                       show_progress=config["show_progress"])
@@ -131,6 +131,29 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         "outputs": outputs,
         "device": describe_device(config["device"]),
     }
+
+
+def latest_rl_checkpoint(folder):
+    """The newest complete RL step folder of a run (``<run>-rl/step-N``), if its RL stage saved one."""
+    rl_dir = folder.rstrip(os.sep) + "-rl"
+    steps = sorted(name for name in os.listdir(rl_dir) if name.startswith("step-") and ".tmp" not in name) \
+        if os.path.isdir(rl_dir) else []
+    return os.path.join(rl_dir, steps[-1]) if steps else None
+
+
+def resume(trainer, config, folder):
+    """Continue an interrupted run from its checkpoint folder: in stage 2 when its RL stage saved a step (or
+    ``folder`` is such a step), else in stage 1 after the last finished epoch."""
+    rl_step = folder if os.path.isdir(os.path.join(folder, "policy")) else latest_rl_checkpoint(folder)
+    if rl_step is None:
+        trainer.resume_checkpoint(folder)
+        return
+    config["rl_resume_checkpoint"] = rl_step
+    run_folder = os.path.dirname(rl_step)[:-len("-rl")]
+    if os.path.isdir(trainer.saved_model_file) and not os.listdir(trainer.saved_model_file):
+        os.rmdir(trainer.saved_model_file)  # the fresh folder claimed at start is not needed
+    trainer.saved_model_file = run_folder  # RL goes on writing to <run>-rl
+    getLogger().info(f"resuming stage 2 from {rl_step}")
 
 
 def describe_device(device):

@@ -192,6 +192,11 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         """Take the RecHead (the whole stage-1 model) from a saved stage-1 or RL checkpoint instead of training."""
         self.model.load_state_dict(load_checkpoint(folder, self.device)[0])
         self.stage1_checkpoint = folder
+        if os.path.isdir(os.path.join(folder, "policy")):
+            # an RL step folder is deleted once RL saves the next step: evaluations reload the RecHead from here
+            self._save_checkpoint(-1, verbose=False)
+            self.accelerator.wait_for_everyone()
+            self.stage1_checkpoint = self.saved_model_file
         self.logger.info(f"stage 1 skipped: model loaded from {folder}")
         result = super().evaluate(valid_data, load_best_model=False) if valid_data else None
         return (result or {}).get(self.valid_metric), result

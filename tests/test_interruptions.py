@@ -96,3 +96,32 @@ def test_kill_during_stage1_then_resume_continues_from_the_last_epoch(mini_movie
     final = json.loads(open(os.path.join(folder, "last", "trainer_state.json")).read())
     assert final["epoch"] == 7  # went on to the configured end in the same folder
     assert glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*")) == [folder]
+
+
+def test_kill_during_rl_then_resume_continues_from_the_last_rl_step(mini_movielens, tmp_path):
+    from test_grpo_trainer import RL_RUN
+
+    config = mini_config(mini_movielens, tmp_path, **{**RL_RUN, "rl_steps": 8, "rl_eval_step": 0})
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    process = subprocess.Popen(_runner(config_file), cwd=tmp_path, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    steps = os.path.join(config["checkpoint_dir"], "RPORec-*-rl", "step-*", "trainer_state.json")
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline:
+        if any(json.loads(open(path).read())["step"] >= 2 for path in glob.glob(steps)):
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    (rl_dir,) = glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*-rl"))
+    killed_at = max(json.loads(open(path).read())["step"] for path in glob.glob(steps))
+    assert 2 <= killed_at < 8, "the kill must land during RL"
+
+    config_file.write_text(yaml.safe_dump({**config, "resume": rl_dir[:-len("-rl")]}))
+    done = subprocess.run(_runner(config_file), cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (final,) = glob.glob(steps)
+    state = json.loads(open(final).read())
+    assert state["step"] == 8 and [h["step"] for h in state["history"]] == list(range(1, 9))
+    assert glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*-rl")) == [rl_dir]  # same run, same folder
