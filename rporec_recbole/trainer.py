@@ -33,6 +33,8 @@ INITIAL_POLICY = "initial"
 STAGES = ("stage1", "stage2")
 # Stage 1 runs on the main process while the others wait in a barrier: give the process group time for it.
 _PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
+NO_SIGNAL_HINT = ("steps without well-formed completions teach the policy nothing. Small LLMs (the embedded "
+                  "SmolLM2-135M) rarely close the tags: use a larger llm_path or a longer rl_max_completion_length")
 
 
 def last_k_per_user(user_ids, lengths, k):
@@ -62,6 +64,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         self.phases = PhaseTimer()  # wall time and peak memory per phase, returned by the quick start
         self.nonfinite_in_a_row = 0
         self._skip_next_step = False
+        self._warned_no_format = False
         self._guard_optimizer_step()
 
     # ----- non-finite stage-1 losses ----------------------------------------------------------------------
@@ -213,6 +216,10 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
             initial.token_table, initial.tokenizer, initial.max_tokens["reasoning"], initial.max_tokens["answer"])}
         self.use_policy("stage2")
         self.logger.info(f"stage 2 done: evaluation reasoning now comes from policy {self.policy_id}")
+        silent = sum(1 for h in self.rl_history if h.get("reward_std", 1.0) == 0.0)
+        if silent:
+            self.logger.warning(f"RL: {silent} of {len(self.rl_history)} steps had the same reward for every "
+                                f"completion (no policy-gradient signal); {NO_SIGNAL_HINT}")
 
     def use_policy(self, stage):
         """Point generation, the reasoning store and the model's reasoning table at ``stage``'s policy."""
@@ -228,6 +235,10 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
                          + ", ".join(f"{k}={v:.4g}" for k, v in sorted(numbers.items())))
         for name, value in numbers.items():
             self.tensorboard.add_scalar(f"RL/{name}", value, step)
+        if metrics.get("reward/format") == 0.0 and not self._warned_no_format:
+            self._warned_no_format = True
+            self.logger.warning(f"RL step {step}: no completion parsed as <think>...</think><answer>...</answer>, so "
+                                f"every reward is 0 (the format flag multiplies the whole reward); {NO_SIGNAL_HINT}")
 
     @torch.no_grad()
     def rl_valid_ndcg(self):

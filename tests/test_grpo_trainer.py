@@ -113,8 +113,14 @@ def run_and_keep_trainer(monkeypatch, config):
     return result, made[0]
 
 
-def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch):
+def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch, caplog):
     result, trainer = run_and_keep_trainer(monkeypatch, mini_config(mini_movielens, tmp_path, **RL_RUN))
+
+    # the random tiny LLM never writes the tags: every reward is 0, and the run says so instead of staying silent
+    assert all(h["reward/format"] == 0.0 for h in trainer.rl_history)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("no completion parsed as <think>" in w for w in warnings)
+    assert any("RL: 2 of 2 steps had the same reward for every completion" in w for w in warnings)
 
     # both stages reported, stage 2 is what the run returns
     assert set(trainer.stage_results) == {"stage1", "stage2"}

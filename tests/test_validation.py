@@ -12,6 +12,9 @@ from rporec_recbole.validation import ConfigValueError, validate_config
     ("max_new_tokens", "many", "max_new_tokens='many' is invalid"),
     ("loss_type", "BPR", "loss_type='BPR' is invalid: expected 'sampled_softmax' or 'CE'"),
     ("history_window", 80, "history_window=80 exceeds MAX_ITEM_LIST_LENGTH=20"),
+    ("rl_num_generations", -4, "rl_num_generations=-4 is invalid: expected an integer >= 2"),
+    ("rl_top_p", 1.2, r"rl_top_p=1.2 is invalid: expected a number in \(0, 1\]"),
+    ("rl_loss_type", "ppo", "rl_loss_type='ppo' is invalid: expected grpo, dapo or dr_grpo"),
 ])
 def test_bad_values_are_named_with_the_rule(key, value, message):
     config = Config(model="RPORec", dataset="ml-100k", config_dict={key: value})
@@ -21,3 +24,17 @@ def test_bad_values_are_named_with_the_rule(key, value, message):
 
 def test_defaults_are_valid():
     validate_config(Config(model="RPORec", dataset="ml-100k"))
+
+
+def test_missing_llm_path_is_one_clear_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    runner = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_recbole_rporec.py")
+    done = subprocess.run([sys.executable, runner, "--model=RPORec", "--dataset=ml-100k",
+                           f"--llm_path={tmp_path / 'no-such-model'}", "--state=ERROR"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert last_line.startswith("error: llm_path=") and "no-such-model" in last_line
