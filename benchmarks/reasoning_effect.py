@@ -1,0 +1,74 @@
+"""How much the reasoning moves a trained RPORec's test ranking: the same model and test rows scored with
+(a) the initial policy's reasoning, (b) the RL-tuned policy's reasoning, (c) no reasoning at all.
+
+    python benchmarks/reasoning_effect.py --checkpoint=saved/RPORec-<time> --reasoning_dir=saved/reasoning
+
+Prints, per variant, test NDCG@10 (full ranking, history items masked) and, against (a), the mean absolute
+score change and the share of users whose top-10 list changes.
+"""
+import argparse
+import glob
+import json
+import os
+
+import torch
+
+from rporec_recbole import Config, RPORec
+from rporec_recbole.checkpoint import load_checkpoint, load_config_dict
+from rporec_recbole.quick_start import load_data
+from rporec_recbole.reasoning_store import prompt_key
+
+
+def stores(root):
+    """{policy: {prompt key: text}} of every reasoning store under ``root``."""
+    by_policy = {}
+    for folder in glob.glob(os.path.join(root, "*")):
+        with open(os.path.join(folder, "settings.json")) as handle:
+            policy = json.load(handle)["policy"]
+        with open(os.path.join(folder, "reasoning.jsonl")) as handle:
+            entries = [json.loads(line) for line in handle if line.strip()]
+        by_policy[policy] = {e["key"]: e["text"] for e in entries}
+    return by_policy
+
+
+@torch.no_grad()
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--reasoning_dir", required=True, help="the run's reasoning_dir (its dataset folder inside)")
+    args = parser.parse_args()
+    saved = load_config_dict(args.checkpoint)
+    config = Config(model="RPORec", dataset=saved["dataset"], config_dict=saved)
+    _, (train_data, _, test_data) = load_data(config)
+    model = RPORec(config, train_data._dataset)
+    model.load_state_dict(load_checkpoint(args.checkpoint)[0])
+    model.eval()
+    feat = test_data._dataset.inter_feat
+    seq, seq_len, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.POS_ITEM_ID]
+    prompts = [model.prompts.build(w) for w in model.windows(seq, seq_len)]
+    texts = stores(os.path.join(args.reasoning_dir, saved["dataset"]))
+    policies = sorted(texts, key=lambda policy: policy != "initial")  # the initial policy is the reference
+    variants = {policy: [texts[policy].get(prompt_key(p), "") for p in prompts] for policy in policies}
+    variants["no reasoning"] = [""] * len(prompts)
+    baseline, results = None, {}
+    for name, completions in variants.items():
+        scores = model.score(model.users_for_completions(seq, seq_len, completions)).float()
+        scores[:, 0] = -torch.inf
+        scores.scatter_(1, seq, -torch.inf)
+        rank = (scores > scores.gather(1, target[:, None])).sum(dim=1) + 1
+        ndcg = float(torch.where(rank <= 10, 1.0 / torch.log2(rank.double() + 1), 0.0).mean())
+        top10 = scores.topk(10, dim=1).indices
+        row = {"ndcg@10": round(ndcg, 4), "with_text": sum(bool(c) for c in completions)}
+        if baseline is None:
+            baseline = (scores, top10)
+        else:
+            finite = torch.isfinite(scores) & torch.isfinite(baseline[0])
+            row["mean_abs_score_change"] = float((scores - baseline[0])[finite].abs().mean())
+            row["users_with_changed_top10"] = float((top10.sort(1).values != baseline[1].sort(1).values)
+                                                    .any(1).float().mean())
+        results[name] = row
+        print(name, row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
