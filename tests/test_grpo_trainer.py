@@ -76,6 +76,36 @@ def test_a_step_with_a_non_finite_reward_changes_nothing(tiny_llm, tokenizer):
             assert torch.equal(param, before[name]), name
 
 
+@pytest.mark.parametrize("options, mixed_precision", [
+    ({"lora": False}, "no"),  # full-parameter training keeps a frozen reference copy
+    ({"gradient_checkpointing": True, "gradient_accumulation_steps": 2}, "no"),
+    ({}, "bf16"),
+])
+def test_training_options_take_a_finite_step_that_moves_the_weights(tiny_llm, tokenizer, options, mixed_precision):
+    from accelerate.state import AcceleratorState
+
+    settings = GRPOSettings(prompts_per_step=1, num_generations=4, max_completion_length=4, lora_r=4, seed=0,
+                            learning_rate=1e-2, **options)
+    AcceleratorState._reset_state(True)  # Accelerate keeps one mixed-precision setting per process
+    try:
+        grpo = GRPOTrainer(tiny_llm, tokenizer, settings, Accelerator(cpu=True, mixed_precision=mixed_precision))
+        initial = {n: p.detach().clone() for n, p in grpo.pair.policy.named_parameters() if p.requires_grad}
+        assert initial and all(("lora" in n) == settings.lora for n in initial)
+
+        def varied(completions):
+            rewards = torch.tensor([0.0, 1.0, 0.5, 0.25])
+            return rewards, {"format": rewards}
+
+        metrics = grpo.train_step(chat_prompts(tokenizer, ["cats"]), [0], varied)
+    finally:
+        AcceleratorState._reset_state(True)
+    assert not metrics["skipped"] and math.isfinite(metrics["loss"])
+    assert any(not torch.equal(p, initial[n]) for n, p in grpo.pair.policy.named_parameters() if p.requires_grad)
+    if not settings.lora:  # full-parameter training: the reference is a frozen copy of the initial weights
+        with grpo.pair.reference() as reference:
+            assert all(torch.equal(p, initial[n]) for n, p in reference.named_parameters())
+
+
 def test_completion_logps_match_a_plain_forward(tiny_llm, tokenizer):
     prompts, completions = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
     inputs = collate(prompts, completions, tokenizer.pad_token_id)
