@@ -57,3 +57,9 @@ def test_tokenizer_without_chat_template_falls_back_to_plain_prompt(tokenizer):
 
 def test_template_hash_changes_with_window(tokenizer):
     assert PromptBuilder(tokenizer, TEXTS, 2).template_hash != PromptBuilder(tokenizer, TEXTS, 3).template_hash
+
+
+def test_non_ascii_titles_are_kept_as_written(tokenizer):
+    title = sanitize_text("Amélie (2001) | Comédie · 東京物語", max_chars=120)
+    assert title == "Amélie (2001) | Comédie · 東京物語"
+    assert title in PromptBuilder(tokenizer, ["", title], history_window=5).build([1])

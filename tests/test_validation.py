@@ -38,3 +38,22 @@ def test_missing_llm_path_is_one_clear_error(tmp_path):
     last_line = done.stderr.strip().splitlines()[-1]
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert last_line.startswith("error: llm_path=") and "no-such-model" in last_line
+
+
+def test_remote_code_stays_off_unless_the_user_turns_it_on(monkeypatch, tmp_path):
+    import transformers
+
+    from rporec_recbole import llm
+
+    seen = []
+
+    def fake_from_pretrained(path, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        raise OSError("stop here")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fake_from_pretrained)
+    for kwargs in ({}, {"trust_remote_code": True}):
+        with pytest.raises(llm.LLMNotFoundError):
+            llm.load_tokenizer(str(tmp_path), **kwargs)
+    assert seen == [False, True]
+    assert Config(model="RPORec", dataset="ml-100k")["trust_remote_code"] is False
