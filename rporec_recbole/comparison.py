@@ -73,7 +73,7 @@ def _run_one(spec):
     }
     if result["stage_results"]:  # RPORec with RL: stage 1 (initial policy) next to stage 2, for the ablation table
         row["stage_results"] = {stage: {split: {k: float(v) for k, v in metrics.items()}
-                                        for split, metrics in splits.items()}
+                                        for split, metrics in splits.items() if metrics}
                                 for stage, splits in result["stage_results"].items()}
     atomic_write_json(spec["out_file"], row)
 

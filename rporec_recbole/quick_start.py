@@ -149,10 +149,11 @@ def resume(trainer, config, folder):
         trainer.resume_checkpoint(folder)
         return
     config["rl_resume_checkpoint"] = rl_step
-    run_folder = os.path.dirname(rl_step)[:-len("-rl")]
-    if os.path.isdir(trainer.saved_model_file) and not os.listdir(trainer.saved_model_file):
-        os.rmdir(trainer.saved_model_file)  # the fresh folder claimed at start is not needed
-    trainer.saved_model_file = run_folder  # RL goes on writing to <run>-rl
+    rl_dir = os.path.dirname(os.path.abspath(rl_step))
+    if rl_dir.endswith("-rl") and os.path.isdir(rl_dir[:-len("-rl")]):  # RL goes on writing to <run>-rl
+        if os.path.isdir(trainer.saved_model_file) and not os.listdir(trainer.saved_model_file):
+            os.rmdir(trainer.saved_model_file)  # the fresh folder claimed at start is not needed
+        trainer.saved_model_file = rl_dir[:-len("-rl")]
     getLogger().info(f"resuming stage 2 from {rl_step}")
 
 
