@@ -33,10 +33,11 @@ def _clean(text):
 
 
 def _read_lines(path, encoding="utf-8"):
+    """``(line number, text)`` of the non-blank lines, numbered as in the file."""
     if not os.path.isfile(path):
         raise PrepareError(f"{path} not found")
     with open(path, encoding=encoding, errors="replace") as handle:
-        return [line.rstrip("\r\n") for line in handle if line.strip()]
+        return [(n, line.rstrip("\r\n")) for n, line in enumerate(handle, 1) if line.strip()]
 
 
 def _interaction(path, line_number, user, item, rating, timestamp):
@@ -58,13 +59,13 @@ def read_movielens(src):
     if os.path.isfile(os.path.join(src, "ratings.dat")):
         ratings = os.path.join(src, "ratings.dat")
         interactions = []
-        for n, line in enumerate(_read_lines(ratings, "latin-1"), 1):
+        for n, line in _read_lines(ratings, "latin-1"):
             parts = line.split("::")
             if len(parts) != 4:
                 raise PrepareError(f"{ratings}:{n}: expected UserID::MovieID::Rating::Timestamp")
             interactions.append(_interaction(ratings, n, *parts))
         items = {}
-        for line in _read_lines(os.path.join(src, "movies.dat"), "latin-1"):
+        for _, line in _read_lines(os.path.join(src, "movies.dat"), "latin-1"):
             movie_id, raw_title, genres = line.split("::", 2)
             title, year = _split_title_year(raw_title)
             items[movie_id] = {"movie_title": title, "release_year": year, "genre": genres.replace("|", " ")}
@@ -72,15 +73,15 @@ def read_movielens(src):
     if os.path.isfile(os.path.join(src, "u.data")):
         ratings = os.path.join(src, "u.data")
         interactions = []
-        for n, line in enumerate(_read_lines(ratings), 1):
+        for n, line in _read_lines(ratings):
             parts = line.split("\t")
             if len(parts) != 4:
                 raise PrepareError(f"{ratings}:{n}: expected user<TAB>item<TAB>rating<TAB>timestamp")
             interactions.append(_interaction(ratings, n, *parts))
-        genre_names = [line.split("|")[0] for line in _read_lines(os.path.join(src, "u.genre"), "latin-1")] \
+        genre_names = [line.split("|")[0] for _, line in _read_lines(os.path.join(src, "u.genre"), "latin-1")] \
             if os.path.isfile(os.path.join(src, "u.genre")) else []
         items = {}
-        for line in _read_lines(os.path.join(src, "u.item"), "latin-1"):
+        for _, line in _read_lines(os.path.join(src, "u.item"), "latin-1"):
             fields = line.split("|")
             title, year = _split_title_year(fields[1])
             flags = fields[5:5 + len(genre_names)]
@@ -122,7 +123,7 @@ def read_amazon_ratings(path):
 def read_amazon_titles(path):
     """{item id: title} from metadata json lines (2018/2023) or Python-literal lines (2014)."""
     titles = {}
-    for n, line in enumerate(_read_lines(path), 1):
+    for n, line in _read_lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:

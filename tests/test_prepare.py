@@ -81,14 +81,15 @@ def test_k_core_repeats_until_stable():
 
 @pytest.mark.parametrize("content, message", [
     ("1::2::x::978300000\n", "rating and timestamp must be numbers"),
-    ("1::2::5\n", "expected UserID::MovieID::Rating::Timestamp"),
+    ("\n1::2::5\n", "expected UserID::MovieID::Rating::Timestamp"),  # blank lines still count
 ])
 def test_bad_raw_lines_name_the_file_and_line(tmp_path, capsys, content, message):
     (tmp_path / "ratings.dat").write_text(content)
     (tmp_path / "movies.dat").write_text("2::X (1999)::Drama\n")
     with pytest.raises(SystemExit) as exit_info:
         main(["movielens", f"--src={tmp_path}", f"--out={tmp_path / 'o'}"])
-    assert f"ratings.dat:1: {message}" in str(exit_info.value)
+    line = content.count("\n")
+    assert f"ratings.dat:{line}: {message}" in str(exit_info.value)
 
 
 def test_missing_input_is_one_clear_error(tmp_path):
