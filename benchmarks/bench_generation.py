@@ -11,7 +11,6 @@ which includes the model weights and both runs.
 import argparse
 import json
 import os
-import platform
 import random
 import resource
 import sys
@@ -22,6 +21,7 @@ import torch
 from rporec_recbole.generation import GenerationEngine, _left_pad
 from rporec_recbole.llm import EMBEDDED_LLM, load_llm, load_tokenizer
 from rporec_recbole.prompt import INSTRUCTION
+from rporec_recbole.timing import machine_description
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -76,17 +76,6 @@ def run_engine(engine, prompt_ids, new_tokens, top_p, temperature):
     seconds = time.perf_counter() - start
     assert all(len(c) == new_tokens for c in completions), "every row must generate exactly new_tokens tokens"
     return seconds
-
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main():
@@ -146,7 +135,7 @@ def main():
         "engine_seconds": round(engine_s, 2),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),  # other work on the machine skews both timings
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine_description(),
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
     }
     print(f"speedup {result['generation_speedup']}x, peak RSS {peak_mb:.0f} MB")

@@ -12,7 +12,6 @@ Extra ``--key=value`` arguments override config keys, as with ``run_recbole_rpor
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -20,19 +19,9 @@ import time
 import torch
 
 from rporec_recbole.quick_start import run_recbole_rporec
+from rporec_recbole.timing import machine_description
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _reward_curve(history):
@@ -61,7 +50,7 @@ def main():
         "dataset": args.dataset,
         "torch_threads": torch.get_num_threads(),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__},
+        "machine": machine_description(),
         "command": " ".join(["python"] + sys.argv),
         "outputs": result["outputs"],
     }

@@ -159,6 +159,13 @@ def claim_checkpoint_folder(base):
             folder = f"{base}-{suffix}"
 
 
+def release_unused_folder(folder):
+    """Remove a claimed checkpoint folder that nothing was written to (a run not saved, or one that resumes
+    into an earlier run's folder)."""
+    if os.path.isdir(folder) and not os.listdir(folder):
+        os.rmdir(folder)
+
+
 class SafeCheckpointMixin:
     """Gives a RecBole trainer safetensors checkpoints (``saved/<Model>-<time>/``) instead of pickled ``.pth``."""
 
@@ -194,8 +201,7 @@ class SafeCheckpointMixin:
             self.best_valid_result = meta["best_valid_result"] or None
         if meta.get("model", self.config["model"]).lower() != self.config["model"].lower():
             raise ValueError(f"Checkpoint {resume_file} belongs to model {meta['model']}, not {self.config['model']}.")
-        if os.path.isdir(self.saved_model_file) and not os.listdir(self.saved_model_file):
-            os.rmdir(self.saved_model_file)  # the fresh folder claimed at start is not needed
+        release_unused_folder(self.saved_model_file)
         self.saved_model_file = resume_file
         self.model.load_state_dict(model_state)
         if optimizer_state is not None:

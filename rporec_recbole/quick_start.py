@@ -14,6 +14,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from rporec_recbole.atomic_files import check_atomic_files
+from rporec_recbole.checkpoint import release_unused_folder
 from rporec_recbole.config import Config
 from rporec_recbole.registry import get_model, get_trainer
 
@@ -105,8 +106,8 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
     train_seconds = time.time() - start
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_seconds = time.time() - start - train_seconds
-    if not saved and os.path.isdir(trainer.saved_model_file) and not os.listdir(trainer.saved_model_file):
-        os.rmdir(trainer.saved_model_file)  # claimed when the trainer was made, never written
+    if not saved:
+        release_unused_folder(trainer.saved_model_file)
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -151,8 +152,7 @@ def resume(trainer, config, folder):
     config["rl_resume_checkpoint"] = rl_step
     rl_dir = os.path.dirname(os.path.abspath(rl_step))
     if rl_dir.endswith("-rl") and os.path.isdir(rl_dir[:-len("-rl")]):  # RL goes on writing to <run>-rl
-        if os.path.isdir(trainer.saved_model_file) and not os.listdir(trainer.saved_model_file):
-            os.rmdir(trainer.saved_model_file)  # the fresh folder claimed at start is not needed
+        release_unused_folder(trainer.saved_model_file)
         trainer.saved_model_file = rl_dir[:-len("-rl")]
     getLogger().info(f"resuming stage 2 from {rl_step}")
 

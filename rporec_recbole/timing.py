@@ -5,6 +5,8 @@ phase counts only its own time, never that of a phase running inside it, so the 
 cover together. Peak memory is the process's resident-set high-water mark, reset when a phase (re)starts where
 Linux allows it (``/proc/self/clear_refs``), else the peak since the process started.
 """
+import os
+import platform
 import resource
 import time
 from contextlib import contextmanager
@@ -64,3 +66,16 @@ class PhaseTimer:
         """{phase: {"seconds", "peak_rss_mb", "calls"}} rounded, for logs and JSON."""
         return {name: {"seconds": round(e["seconds"], 1), "peak_rss_mb": round(e["peak_rss_mb"], 1),
                        "calls": e["calls"]} for name, e in self.phases.items()}
+
+
+def machine_description():
+    """CPU model, core count and torch version: the machine a benchmark's numbers belong to."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}

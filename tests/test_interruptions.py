@@ -28,6 +28,28 @@ def _runner(config_file):
             f"--config_files={config_file}"]
 
 
+def _kill_when(config_file, cwd, ready, timeout=300):
+    """Start the runner, SIGKILL it once ``ready()`` holds (or it ended, or ``timeout`` passed)."""
+    process = subprocess.Popen(_runner(config_file), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while process.poll() is None and time.time() < deadline and not _safely(ready):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def _safely(ready):
+    try:
+        return ready()
+    except FileNotFoundError:  # a checkpoint folder replaced between the glob and the read
+        return False
+
+
+def _read_json(path):
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def test_kill_during_reasoning_generation_then_rerun_resumes(mini_movielens, tmp_path):
     # one prompt per generation call and long completions, so the kill lands in the middle of the train prompts
     config = mini_config(mini_movielens, tmp_path, generation_batch_size=1, max_new_tokens=160)
@@ -35,13 +57,7 @@ def test_kill_during_reasoning_generation_then_rerun_resumes(mini_movielens, tmp
     config_file.write_text(yaml.safe_dump(config))
     reasoning_dir = config["reasoning_dir"]
 
-    process = subprocess.Popen(_runner(config_file), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while len(_store_lines(reasoning_dir)) < 3 and process.poll() is None and time.time() < deadline:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_when(config_file, tmp_path, lambda: len(_store_lines(reasoning_dir)) >= 3)
     before = _store_lines(reasoning_dir)
     assert 3 <= len(before) < 40, "the kill must land while the 40 training prompts are being generated"
 
@@ -61,7 +77,7 @@ def test_resumed_stage1_matches_an_uninterrupted_run(mini_movielens, tmp_path):
         mini_movielens, tmp_path / "full", epochs=3, stopping_step=10))
     first_part = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
         mini_movielens, tmp_path / "part", epochs=1, stopping_step=10))
-    last_state = json.loads(open(os.path.join(first_part["checkpoint"], "last", "trainer_state.json")).read())
+    last_state = _read_json(os.path.join(first_part["checkpoint"], "last", "trainer_state.json"))
     assert last_state["epoch"] == 0 and "optimizer" in last_state and "rng" in last_state
     resumed = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
         mini_movielens, tmp_path / "part", epochs=3, stopping_step=10, resume=first_part["checkpoint"]))
@@ -75,25 +91,16 @@ def test_kill_during_stage1_then_resume_continues_from_the_last_epoch(mini_movie
     config = mini_config(mini_movielens, tmp_path, epochs=8, stopping_step=100)
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(_runner(config_file), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     states = os.path.join(config["checkpoint_dir"], "RPORec-*", "last", "trainer_state.json")
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        found = glob.glob(states)
-        if found and json.loads(open(found[0]).read())["epoch"] >= 1:
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_when(config_file, tmp_path, lambda: any(_read_json(path)["epoch"] >= 1 for path in glob.glob(states)))
     (folder,) = glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*"))
-    killed_at = json.loads(open(os.path.join(folder, "last", "trainer_state.json")).read())["epoch"]
+    killed_at = _read_json(os.path.join(folder, "last", "trainer_state.json"))["epoch"]
     assert 1 <= killed_at < 7, "the kill must land during stage 1"
 
     config_file.write_text(yaml.safe_dump({**config, "resume": folder}))
     subprocess.run(_runner(config_file), cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    final = json.loads(open(os.path.join(folder, "last", "trainer_state.json")).read())
+    final = _read_json(os.path.join(folder, "last", "trainer_state.json"))
     assert final["epoch"] == 7  # went on to the configured end in the same folder
     assert glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*")) == [folder]
 
@@ -104,24 +111,16 @@ def test_kill_during_rl_then_resume_continues_from_the_last_rl_step(mini_moviele
     config = mini_config(mini_movielens, tmp_path, **{**RL_RUN, "rl_steps": 8, "rl_eval_step": 0})
     config_file = tmp_path / "run.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    process = subprocess.Popen(_runner(config_file), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     steps = os.path.join(config["checkpoint_dir"], "RPORec-*-rl", "step-*", "trainer_state.json")
-    deadline = time.time() + 300
-    while process.poll() is None and time.time() < deadline:
-        if any(json.loads(open(path).read())["step"] >= 2 for path in glob.glob(steps)):
-            break
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    _kill_when(config_file, tmp_path, lambda: any(_read_json(path)["step"] >= 2 for path in glob.glob(steps)))
     (rl_dir,) = glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*-rl"))
-    killed_at = max(json.loads(open(path).read())["step"] for path in glob.glob(steps))
+    killed_at = max(_read_json(path)["step"] for path in glob.glob(steps))
     assert 2 <= killed_at < 8, "the kill must land during RL"
 
     config_file.write_text(yaml.safe_dump({**config, "resume": rl_dir[:-len("-rl")]}))
     done = subprocess.run(_runner(config_file), cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     (final,) = glob.glob(steps)
-    state = json.loads(open(final).read())
+    state = _read_json(final)
     assert state["step"] == 8 and [h["step"] for h in state["history"]] == list(range(1, 9))
     assert glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*-rl")) == [rl_dir]  # same run, same folder
