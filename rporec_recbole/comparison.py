@@ -62,12 +62,26 @@ def _run_one(spec):
     start = time.time()
     result = run_recbole_rporec(model=model, dataset=spec["dataset"], config_file_list=spec["config_files"] or None,
                                 config_dict=config_dict)
+    atomic_write_json(spec["out_file"], make_row(spec, result, time.time() - start))
+
+
+def row_spec(name, dataset, seed, out_dir, config_files=None, overrides=None):
+    """Everything that identifies one (row, seed): its cache key, result file and reproducing command."""
+    overrides = overrides or {}
+    key = row_key(name, dataset, seed, config_files, overrides)
+    return {"name": name, "dataset": dataset, "seed": seed, "config_files": config_files, "overrides": overrides,
+            "key": key, "out_file": os.path.join(out_dir, "rows", f"{name}-seed{seed}-{key}.json"),
+            "command": row_command(name, dataset, seed, config_files, overrides)}
+
+
+def make_row(spec, result, total_seconds):
+    """One row of the comparison from ``run_recbole_rporec``'s result (peak memory: this process's)."""
     row = {
         "model": spec["name"], "dataset": spec["dataset"], "seed": spec["seed"],
         **{k: float(v) for k, v in result["test_result"].items()},
         "valid_ndcg@10": float(result["best_valid_result"].get("ndcg@10", float("nan"))),
         "train_seconds": round(result["train_seconds"], 1), "eval_seconds": round(result["eval_seconds"], 1),
-        "total_seconds": round(time.time() - start, 1),
+        "total_seconds": round(total_seconds, 1),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "device": result["device"], "command": spec["command"], "key": spec["key"],
     }
@@ -75,28 +89,23 @@ def _run_one(spec):
         row["stage_results"] = {stage: {split: {k: float(v) for k, v in metrics.items()}
                                         for split, metrics in splits.items() if metrics}
                                 for stage, splits in result["stage_results"].items()}
-    atomic_write_json(spec["out_file"], row)
+    return row
 
 
 def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None):
     """Run (or reuse) every row and seed; returns the list of row dicts."""
-    overrides = overrides or {}
     os.makedirs(os.path.join(out_dir, "rows"), exist_ok=True)
     rows = []
     for name in names:
         for seed in seeds:
-            key = row_key(name, dataset, seed, config_files, overrides)
-            out_file = os.path.join(out_dir, "rows", f"{name}-seed{seed}-{key}.json")
-            if not os.path.isfile(out_file):
-                spec = {"name": name, "dataset": dataset, "seed": seed, "config_files": config_files,
-                        "overrides": overrides, "key": key, "out_file": out_file,
-                        "command": row_command(name, dataset, seed, config_files, overrides)}
+            spec = row_spec(name, dataset, seed, out_dir, config_files, overrides)
+            if not os.path.isfile(spec["out_file"]):
                 print(f"[compare] running {name} seed {seed}: {spec['command']}", flush=True)
                 subprocess.run([sys.executable, "-m", "rporec_recbole.comparison", "--one", json.dumps(spec)],
                                check=True)
             else:
-                print(f"[compare] reusing {out_file}", flush=True)
-            with open(out_file) as handle:
+                print(f"[compare] reusing {spec['out_file']}", flush=True)
+            with open(spec["out_file"]) as handle:
                 rows.append(json.load(handle))
     return rows
 

@@ -7,8 +7,10 @@ temperature/top-p distribution):
   or not: a static KV cache written in place, the prefix that all prompts of a batch share (chat template and
   instruction) computed once, one prefill per prompt for ``num_return_sequences``, finished rows dropped from the
   batch, top-p sampling by redrawing tokens outside the nucleus instead of sorting the vocabulary, prefill in
-  chunks of rows small enough to stay in cache. It calls the model's own
-  submodules (norms, projections, MLPs, rotary embedding, LM head), so LoRA layers and weight updates between
+  chunks of rows small enough to stay in cache, the projections that read the same input (q/k/v, gate/up) as one
+  matmul, LoRA updates applied as one low-rank product per fused projection, and decoding attention that reads
+  each key/value head once for all the query heads that share it. It calls the model's own norms, rotary
+  embedding and LM head and reads the projection weights at the start of every call, so weight updates between
   calls are honoured and nothing derived from the weights is kept across calls;
 * a fallback through the model's own ``generate`` for every other model.
 
@@ -20,6 +22,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from peft.tuners.lora import Linear as LoraLinear
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
@@ -249,6 +252,7 @@ class _FastDecoder:
         self.scaling = attention.scaling
         self.num_kv_heads = causal_lm.config.num_key_value_heads
         self.dtype = self.backbone.embed_tokens.weight.dtype
+        self.projections = [_LayerProjections(layer) for layer in self.backbone.layers]
 
     def generate(self, unique_prompts, row_prompt, max_new_tokens, min_new_tokens, options, stopper):
         """Completions for rows ``row_prompt`` (indices into ``unique_prompts``), not yet cut at EOS/stop strings."""
@@ -340,23 +344,118 @@ class _FastDecoder:
 
     def _layer(self, layer, hidden, rotary, mask, cache, layer_index, span):
         """One decoder layer; the new keys/values go to ``span`` of the cache, attention reads ``[0, span.stop)``."""
-        attention = layer.self_attn
+        projections = self.projections[layer_index]
         batch, length, _ = hidden.shape
-        x = layer.input_layernorm(hidden)
-        q = attention.q_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
-        k = attention.k_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
-        v = attention.v_proj(x).view(batch, length, -1, self.head_dim).transpose(1, 2)
+        q, k, v = projections.qkv(layer.input_layernorm(hidden))
+        q = q.view(batch, length, -1, self.head_dim).transpose(1, 2)
+        k = k.view(batch, length, -1, self.head_dim).transpose(1, 2)
+        v = v.view(batch, length, -1, self.head_dim).transpose(1, 2)
         q, k = _apply_rotary(q, k, *rotary)
         keys, values = cache.keys[layer_index], cache.values[layer_index]
         keys[:, :, span] = k
         values[:, :, span] = v
-        out = F.scaled_dot_product_attention(q, keys[:, :, :span.stop], values[:, :, :span.stop], attn_mask=mask,
-                                             scale=self.scaling, enable_gqa=True)
-        hidden = hidden + attention.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
-        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        keys, values = keys[:, :, :span.stop], values[:, :, :span.stop]
+        if length == 1:
+            # decoding: the query heads of one key/value head become that head's queries, so the cache is read
+            # once per key/value head instead of once per query head (what ``enable_gqa`` does)
+            grouped = q.reshape(batch, self.num_kv_heads, -1, self.head_dim)
+            out = F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=self.scaling)
+        else:
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scaling, enable_gqa=True)
+        hidden = hidden + projections.o(out.reshape(batch, -1, length, self.head_dim).transpose(1, 2)
+                                        .reshape(batch, length, -1))[0]
+        return hidden + projections.mlp(layer.post_attention_layernorm(hidden))
 
     def _logits(self, last_hidden):
         return self.lm_head(self.backbone.norm(last_hidden)).float()
+
+
+class _LayerProjections:
+    """A decoder layer's linear projections, fused where they read the same input: q/k/v and gate/up."""
+
+    def __init__(self, layer):
+        attention, mlp = layer.self_attn, layer.mlp
+        self.qkv = _FusedLinear([attention.q_proj, attention.k_proj, attention.v_proj])
+        self.o = _FusedLinear([attention.o_proj])
+        self._mlp = mlp
+        self._gated = all(hasattr(mlp, name) for name in ("gate_proj", "up_proj", "down_proj", "act_fn"))
+        if self._gated:
+            self.gate_up = _FusedLinear([mlp.gate_proj, mlp.up_proj])
+            self.down = _FusedLinear([mlp.down_proj])
+
+    def mlp(self, x):
+        if not self._gated:
+            return self._mlp(x)
+        gate, up = self.gate_up(x)
+        return self.down(self._mlp.act_fn(gate) * up)[0]
+
+
+class _FusedLinear:
+    """Linear layers that read the same input, run as one matmul; returns their outputs as a tuple.
+
+    A PEFT LoRA layer contributes its base weight to the matmul and its active adapters to one low-rank product
+    ``x A^T B^T`` (A stacked, B block-diagonal with each adapter's scaling folded in), computed in the adapters'
+    dtype and added before casting back, as PEFT does. Layers of any other kind are called one by one."""
+
+    def __init__(self, modules):
+        parts = [_linear_parts(module) for module in modules]
+        if not all(parts):
+            self.modules = modules
+            return
+        self.modules = None
+        bases = [base for base, _ in parts]
+        self.sizes = [base.out_features for base in bases]
+        self.weight = bases[0].weight if len(bases) == 1 else torch.cat([b.weight for b in bases])
+        self.bias = None
+        if any(b.bias is not None for b in bases):
+            self.bias = torch.cat([b.bias if b.bias is not None else b.weight.new_zeros(b.out_features)
+                                   for b in bases])
+        self.low_rank = _stack_adapters([adapters for _, adapters in parts], self.sizes)
+
+    def __call__(self, x):
+        if self.modules is not None:
+            return tuple(module(x) for module in self.modules)
+        out = F.linear(x, self.weight, self.bias)
+        if self.low_rank is not None:
+            a, b = self.low_rank
+            out = (out + F.linear(F.linear(x.to(a.dtype), a), b)).to(out.dtype)
+        return out.split(self.sizes, dim=-1)
+
+
+def _linear_parts(module):
+    """``(base nn.Linear, [(A, B, scaling), ...])`` for a plain or vanilla-LoRA linear layer, else None."""
+    if type(module) is torch.nn.Linear:
+        return module, []
+    if not isinstance(module, LoraLinear) or type(module.base_layer) is not torch.nn.Linear:
+        return None
+    if module.disable_adapters:
+        return None if module.merged else (module.base_layer, [])  # PEFT unmerges merged weights here
+    if module.merged:
+        return module.base_layer, []
+    adapters = []
+    for name in module.active_adapters:
+        if name not in module.lora_A:
+            continue
+        if name in module.lora_variant or module.lora_B[name].bias is not None:
+            return None  # DoRA and other variants, LoRA biases: the module computes them itself
+        adapters.append((module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name]))
+    return module.base_layer, adapters
+
+
+def _stack_adapters(adapters_per_module, out_sizes):
+    """``(A, B)`` with ``x A^T B^T`` = the sum of every module's scaled LoRA updates at its output columns."""
+    flat = [(row, adapter) for row, adapters in enumerate(adapters_per_module) for adapter in adapters]
+    if not flat:
+        return None
+    a = torch.cat([lora_a for _, (lora_a, _, _) in flat])
+    b = a.new_zeros(sum(out_sizes), a.shape[0])
+    starts = [sum(out_sizes[:row]) for row in range(len(out_sizes))]
+    rank_start = 0
+    for row, (lora_a, lora_b, scaling) in flat:
+        rank = lora_a.shape[0]
+        b[starts[row]:starts[row] + out_sizes[row], rank_start:rank_start + rank] = lora_b.to(a.dtype) * scaling
+        rank_start += rank
+    return a, b
 
 
 class _KVCache:

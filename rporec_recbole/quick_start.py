@@ -16,6 +16,7 @@ from recbole.utils import init_logger, init_seed, set_color
 from rporec_recbole.atomic_files import check_atomic_files
 from rporec_recbole.checkpoint import release_unused_folder
 from rporec_recbole.config import Config
+from rporec_recbole.cpu_allocator import keep_freed_memory
 from rporec_recbole.registry import get_model, get_trainer
 
 
@@ -89,6 +90,8 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
     logger = getLogger()
     logger.info(sys.argv)
     logger.info(config)
+    if config["device"].type == "cpu":
+        keep_freed_memory()
 
     dataset, (train_data, valid_data, test_data) = load_data(config)
     logger.info(dataset)

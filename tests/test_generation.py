@@ -235,6 +235,29 @@ def test_peft_lora_model_matches_its_hf_generate_and_keeps_training_mode(varied_
     assert got != base_tokens
 
 
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_lora_on_all_projections_disabled_adapters_and_dora_match_hf(varied_llm, tokenizer, prompts, use_dora):
+    """q/k/v and gate/up run fused with their adapters stacked; DoRA layers are called one by one."""
+    from peft import LoraConfig, get_peft_model
+
+    base_tokens = GenerationEngine(varied_llm, tokenizer).generate_ids(prompts, 10, do_sample=False)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = get_peft_model(varied_llm, LoraConfig(r=4, lora_alpha=8, target_modules=targets, use_dora=use_dora))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    model.eval()
+    q_proj = model.get_base_model().model.layers[0].self_attn.q_proj
+    assert (generation._linear_parts(q_proj) is None) == use_dora
+    engine = GenerationEngine(model, tokenizer)
+    got = engine.generate_ids(prompts, 10, do_sample=False)
+    assert got == [hf_greedy(model, p, 10) for p in prompts]
+    assert got != base_tokens
+    with model.disable_adapter():
+        assert engine.generate_ids(prompts, 10, do_sample=False) == base_tokens
+
+
 def test_weight_updates_between_calls_are_seen(varied_llm, tokenizer, prompts):
     engine = GenerationEngine(varied_llm, tokenizer)
     before = engine.generate_ids(prompts, 8, do_sample=False)

@@ -56,6 +56,15 @@ def test_run_reports_phases_and_where_its_outputs_are(rporec_run, caplog):
     assert outputs["reasoning store"] == str(tmp_path / "reasoning" / "ml-mini")
 
 
+def test_stage1_optimizer_is_fused_adam(mini_movielens, tmp_path):
+    from rporec_recbole.quick_start import load_data
+
+    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
+    _, (train_data, _, _) = load_data(config)
+    trainer = RPORecTrainer(config, RPORec(config, train_data._dataset))
+    assert type(trainer.optimizer) is torch.optim.Adam and trainer.optimizer.defaults["fused"] is True
+
+
 def test_baseline_runs_through_the_same_runner(mini_movielens, tmp_path):
     result = run_recbole_rporec("SASRec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
                                                                             train_batch_size=256))
@@ -198,3 +207,35 @@ def test_malformed_atomic_file_is_one_clear_error(tmp_path, header, row, message
     assert done.returncode != 0 and "Traceback" not in done.stderr
     last_line = done.stderr.strip().splitlines()[-1]
     assert last_line.startswith("error: ") and message in last_line
+
+
+def test_mask_dropout_drops_at_rate_p_keeps_the_mean_and_is_off_in_eval():
+    from rporec_recbole.model import MaskDropout
+
+    torch.manual_seed(0)
+    dropout = MaskDropout(0.2).train()
+    for dtype in (torch.float32, torch.bfloat16):  # bf16 draws would drop 52/256 = 20.3%: caught at 1e6 samples
+        out = dropout(torch.ones(1_000_000, dtype=dtype))
+        assert abs(float((out == 0).float().mean()) - 0.2) < 0.0015
+        assert abs(float(out.float().mean()) - 1.0) < 0.005
+    x = torch.randn(100)
+    assert torch.equal(dropout.eval()(x), x)
+
+
+def test_model_has_no_bernoulli_dropout_left_and_candidate_scores_equal_full_scores(mini_movielens, tmp_path):
+    from rporec_recbole.model import MaskDropout
+    from rporec_recbole.quick_start import load_data
+
+    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
+    _, (train_data, _, _) = load_data(config)
+    model = RPORec(config, train_data._dataset)
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert dropouts and all(type(m) is MaskDropout for m in dropouts)
+    model.eval()
+    generator = torch.Generator().manual_seed(0)
+    users = tuple(torch.randn(6, dim, generator=generator) for dim in (model.item_text_table.shape[1],
+                                                                         model.item_embedding.embedding_dim))
+    full = model.score(users)
+    for count in (3, model.n_items):  # fewer candidates than items: gathered rows; more: one matmul, then gather
+        items = torch.randint(model.n_items, (6, count), generator=generator)
+        assert torch.allclose(model.score(users, items), full.gather(1, items), atol=1e-5)

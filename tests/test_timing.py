@@ -29,3 +29,4 @@ def test_peak_memory_of_a_phase_sees_its_allocations():
         del block
     assert timer.phases["big"]["peak_rss_mb"] >= 300
     assert peak_rss_mb() > 0
+

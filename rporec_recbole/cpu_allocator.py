@@ -1,0 +1,35 @@
+"""Keeping freed memory in the process on CPU, where glibc's defaults make every large tensor page-fault anew.
+
+glibc serves allocations above its mmap threshold (at most 32 MB) with a fresh ``mmap`` and gives them back to the
+OS on free, so a training step that allocates the same large activations every time zero-fills and page-faults
+them in again every time. RecBole's SASRec on ml-100k (2048 x 50 x 256 activations) trained 1.4x faster with all
+allocations served from the heap and the heap never trimmed (measured: 2.2 vs 1.55 s per batch, 2 cores). The
+cost: the process keeps its peak memory instead of returning freed blocks to the OS.
+"""
+import ctypes
+import ctypes.util
+import logging
+import os
+
+logger = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
+_M_MMAP_MAX = -4
+_NEVER_TRIM = 2**31 - 1
+OPT_OUT_ENV = "RPOREC_KEEP_FREED_MEMORY"  # "0" leaves glibc's defaults alone
+
+
+def keep_freed_memory():
+    """Serve every allocation from the heap and never trim it; True when applied (glibc only, not opted out)."""
+    if os.environ.get(OPT_OUT_ENV, "1") == "0":
+        return False
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl without mallopt, Windows)
+        return False
+    applied = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
+    if applied:
+        logger.info(f"freed memory stays in the process for reuse (set {OPT_OUT_ENV}=0 to return it to the OS)")
+    return applied
