@@ -66,7 +66,9 @@ def main():
     print(f"pipeline: {minutes:.1f} min -> {args.output}")
     if args.compare_out:
         overrides = dict(item[2:].split("=", 1) for item in extra if item.startswith("--") and "=" in item)
-        overrides = {key: _parse_value(value) for key, value in overrides.items()}
+        # where files go does not change the result: leave it out of the row's key and command
+        overrides = {key: _parse_value(value) for key, value in overrides.items()
+                     if key not in ("reasoning_dir", "checkpoint_dir")}
         seed = overrides.pop("seed", 2020)  # RecBole's default seed
         spec = row_spec("RPORec", args.dataset, seed, args.compare_out, overrides=overrides)
         os.makedirs(os.path.dirname(spec["out_file"]), exist_ok=True)
