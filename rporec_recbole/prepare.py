@@ -6,13 +6,14 @@
 
 MovieLens: ``ratings.dat`` / ``movies.dat`` (ml-1m; ``::``-separated, latin-1) or ``u.data`` / ``u.item``
 (ml-100k; tab- and pipe-separated). Items get ``movie_title``, ``release_year`` and the genres (``genre`` for
-ml-1m, ``class`` for ml-100k, as RecBole's own atomic files name them).
+ml-1m, ``class`` for ml-100k, as RecBole's own atomic files name them). ``users.dat`` (ml-1m) or ``u.user``
+(ml-100k), when present, become ``<name>.user`` with ``age``, ``gender``, ``occupation`` and ``zip_code``.
 Amazon: a rating csv, 2018 release (``item,user,rating,timestamp``, no header) or 2023 release (header
 ``user_id,parent_asin,rating,timestamp``), and the metadata as json lines (``asin``/``parent_asin`` and
 ``title``; the 2014 release's Python-literal lines are read too). Items get ``title``.
 Options: ``--min-rating`` keeps interactions rated at least that, ``--k-core`` then keeps users and items with at
 least k interactions (repeated until stable). Tabs and line breaks inside titles become spaces (the atomic
-format is tab-separated).
+format is tab-separated). Reading shows a progress bar per file (``--no-progress`` turns them off).
 """
 import argparse
 import ast
@@ -23,6 +24,8 @@ import re
 import sys
 from collections import Counter
 
+from tqdm import tqdm
+
 
 class PrepareError(ValueError):
     """Raw input that cannot be converted; the message says which file and what is wrong."""
@@ -32,12 +35,21 @@ def _clean(text):
     return re.sub(r"[\t\r\n]+", " ", str(text)).strip()
 
 
-def _read_lines(path, encoding="utf-8"):
-    """``(line number, text)`` of the non-blank lines, numbered as in the file."""
+def _iter_lines(path, encoding="utf-8", progress=False):
+    """The file's decoded lines (line ends kept), with a progress bar over its bytes when ``progress``."""
     if not os.path.isfile(path):
         raise PrepareError(f"{path} not found")
-    with open(path, encoding=encoding, errors="replace") as handle:
-        return [(n, line.rstrip("\r\n")) for n, line in enumerate(handle, 1) if line.strip()]
+    with open(path, "rb") as handle, tqdm(total=os.path.getsize(path), unit="B", unit_scale=True,
+                                          desc=os.path.basename(path), disable=not progress) as bar:
+        for raw in handle:
+            bar.update(len(raw))
+            yield raw.decode(encoding, errors="replace")
+
+
+def _read_lines(path, encoding="utf-8", progress=False):
+    """``(line number, text)`` of the non-blank lines, numbered as in the file."""
+    return [(n, line.rstrip("\r\n")) for n, line in enumerate(_iter_lines(path, encoding, progress), 1)
+            if line.strip()]
 
 
 def _interaction(path, line_number, user, item, rating, timestamp):
@@ -54,26 +66,45 @@ def _split_title_year(raw):
     return (match.group(1), match.group(2)) if match else (raw.strip(), "")
 
 
-def read_movielens(src):
-    """(interactions, items, genre field name) from an ml-1m or ml-100k folder."""
+USER_FIELDS = [("age", "token"), ("gender", "token"), ("occupation", "token"), ("zip_code", "token")]
+
+
+def _read_users(path, separator, columns, progress):
+    """{user id: {field: value}} from a MovieLens user file, or {} when the release has none."""
+    if not os.path.isfile(path):
+        return {}
+    users = {}
+    for n, line in _read_lines(path, "latin-1", progress):
+        parts = line.split(separator)
+        if len(parts) != len(columns):
+            raise PrepareError(f"{path}:{n}: expected {separator.join(columns)}")
+        record = dict(zip(columns, parts))
+        users[record.pop("user_id").strip()] = record
+    return users
+
+
+def read_movielens(src, progress=False):
+    """(interactions, items, genre field name, users) from an ml-1m or ml-100k folder."""
     if os.path.isfile(os.path.join(src, "ratings.dat")):
         ratings = os.path.join(src, "ratings.dat")
         interactions = []
-        for n, line in _read_lines(ratings, "latin-1"):
+        for n, line in _read_lines(ratings, "latin-1", progress):
             parts = line.split("::")
             if len(parts) != 4:
                 raise PrepareError(f"{ratings}:{n}: expected UserID::MovieID::Rating::Timestamp")
             interactions.append(_interaction(ratings, n, *parts))
         items = {}
-        for _, line in _read_lines(os.path.join(src, "movies.dat"), "latin-1"):
+        for _, line in _read_lines(os.path.join(src, "movies.dat"), "latin-1", progress):
             movie_id, raw_title, genres = line.split("::", 2)
             title, year = _split_title_year(raw_title)
             items[movie_id] = {"movie_title": title, "release_year": year, "genre": genres.replace("|", " ")}
-        return interactions, items, "genre"
+        users = _read_users(os.path.join(src, "users.dat"), "::",
+                            ["user_id", "gender", "age", "occupation", "zip_code"], progress)
+        return interactions, items, "genre", users
     if os.path.isfile(os.path.join(src, "u.data")):
         ratings = os.path.join(src, "u.data")
         interactions = []
-        for n, line in _read_lines(ratings):
+        for n, line in _read_lines(ratings, progress=progress):
             parts = line.split("\t")
             if len(parts) != 4:
                 raise PrepareError(f"{ratings}:{n}: expected user<TAB>item<TAB>rating<TAB>timestamp")
@@ -81,13 +112,15 @@ def read_movielens(src):
         genre_names = [line.split("|")[0] for _, line in _read_lines(os.path.join(src, "u.genre"), "latin-1")] \
             if os.path.isfile(os.path.join(src, "u.genre")) else []
         items = {}
-        for _, line in _read_lines(os.path.join(src, "u.item"), "latin-1"):
+        for _, line in _read_lines(os.path.join(src, "u.item"), "latin-1", progress):
             fields = line.split("|")
             title, year = _split_title_year(fields[1])
             flags = fields[5:5 + len(genre_names)]
             genres = " ".join(name for name, flag in zip(genre_names, flags) if flag == "1")
             items[fields[0]] = {"movie_title": title, "release_year": year or fields[2][-4:], "class": genres}
-        return interactions, items, "class"
+        users = _read_users(os.path.join(src, "u.user"), "|", ["user_id", "age", "gender", "occupation", "zip_code"],
+                            progress)
+        return interactions, items, "class", users
     raise PrepareError(f"{src} holds neither ratings.dat/movies.dat (ml-1m) nor u.data/u.item (ml-100k)")
 
 
@@ -95,11 +128,8 @@ def read_movielens(src):
 _USER_COLUMNS, _ITEM_COLUMNS = ("user_id", "user", "reviewerid"), ("parent_asin", "asin", "item_id", "item")
 
 
-def read_amazon_ratings(path):
-    if not os.path.isfile(path):
-        raise PrepareError(f"{path} not found")
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = [row for row in csv.reader(handle) if row]
+def read_amazon_ratings(path, progress=False):
+    rows = [row for row in csv.reader(_iter_lines(path, progress=progress)) if row]
     header = [name.strip().lower() for name in rows[0]] if rows else []
     if "rating" in header:  # 2023 release
         try:
@@ -120,10 +150,10 @@ def read_amazon_ratings(path):
     return interactions
 
 
-def read_amazon_titles(path):
+def read_amazon_titles(path, progress=False):
     """{item id: title} from metadata json lines (2018/2023) or Python-literal lines (2014)."""
     titles = {}
-    for n, line in _read_lines(path):
+    for n, line in _read_lines(path, progress=progress):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -150,8 +180,9 @@ def k_core(interactions, k):
     return interactions
 
 
-def write_atomic(out, name, interactions, items, item_fields):
-    """``<out>/<name>.inter`` (time-ordered per user) and ``<out>/<name>.item`` for the items that remain."""
+def write_atomic(out, name, interactions, items, item_fields, users=None):
+    """``<out>/<name>.inter`` (time-ordered per user), ``<out>/<name>.item`` for the items that remain and, given
+    ``users``, ``<out>/<name>.user`` for the users that remain."""
     os.makedirs(out, exist_ok=True)
     interactions = sorted(interactions, key=lambda row: (row[0], row[3]))
     with open(os.path.join(out, f"{name}.inter"), "w", encoding="utf-8") as handle:
@@ -164,6 +195,12 @@ def write_atomic(out, name, interactions, items, item_fields):
         for item in used:
             fields = items.get(item, {})
             handle.write("\t".join([item] + [_clean(fields.get(f, "")) for f, _ in item_fields]) + "\n")
+    if users:
+        with open(os.path.join(out, f"{name}.user"), "w", encoding="utf-8") as handle:
+            handle.write("\t".join(["user_id:token"] + [f"{f}:{t}" for f, t in USER_FIELDS]) + "\n")
+            for user in sorted({u for u, _, _, _ in interactions}):
+                fields = users.get(user, {})
+                handle.write("\t".join([user] + [_clean(fields.get(f, "")) for f, _ in USER_FIELDS]) + "\n")
     return len(interactions), len({u for u, _, _, _ in interactions}), len(used)
 
 
@@ -180,14 +217,16 @@ def main(argv=None):
         sub.add_argument("--out", required=True, help="output folder; its name is the dataset name")
         sub.add_argument("--min-rating", type=float, default=None)
         sub.add_argument("--k-core", type=int, default=0)
+        sub.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     args = parser.parse_args(argv)
+    users = None
     try:
         if args.source == "movielens":
-            interactions, items, genre = read_movielens(args.src)
+            interactions, items, genre, users = read_movielens(args.src, args.progress)
             fields = [("movie_title", "token_seq"), ("release_year", "token"), (genre, "token_seq")]
         else:
-            interactions = read_amazon_ratings(args.ratings)
-            items = {item: {"title": title} for item, title in read_amazon_titles(args.meta).items()}
+            interactions = read_amazon_ratings(args.ratings, args.progress)
+            items = {item: {"title": title} for item, title in read_amazon_titles(args.meta, args.progress).items()}
             fields = [("title", "token_seq")]
     except PrepareError as err:
         sys.exit(f"error: {err}")
@@ -195,9 +234,10 @@ def main(argv=None):
         interactions = [row for row in interactions if row[2] >= args.min_rating]
     interactions = k_core(interactions, args.k_core)
     name = os.path.basename(os.path.normpath(args.out))
-    count, users, item_count = write_atomic(args.out, name, interactions, items, fields)
-    print(f"{args.out}: {count} interactions, {users} users, {item_count} items "
-          f"({name}.inter, {name}.item); use --dataset={name} --data_path={os.path.dirname(os.path.abspath(args.out))}")
+    count, user_count, item_count = write_atomic(args.out, name, interactions, items, fields, users)
+    files = f"{name}.inter, {name}.item" + (f", {name}.user" if users else "")
+    print(f"{args.out}: {count} interactions, {user_count} users, {item_count} items "
+          f"({files}); use --dataset={name} --data_path={os.path.dirname(os.path.abspath(args.out))}")
 
 
 if __name__ == "__main__":

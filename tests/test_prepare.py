@@ -33,6 +33,36 @@ def test_ml1m_raw_files_become_atomic_files_that_recbole_loads(tmp_path):
     assert titles.shape[0] == 6
 
 
+def test_ml1m_users_become_a_user_file_with_the_remaining_users(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    ratings = [f"{u}::{i}::5::{978300000 + 10 * u + i}" for u in (1, 2) for i in (1, 2)]
+    (raw / "ratings.dat").write_text("\n".join(ratings) + "\n", encoding="latin-1")
+    (raw / "movies.dat").write_text("1::A (1990)::Drama\n2::B (1991)::Comedy\n", encoding="latin-1")
+    (raw / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n3::M::25::15::55117\n")
+    out = tmp_path / "data" / "ml-1m"
+    main(["movielens", f"--src={raw}", f"--out={out}", "--no-progress"])
+    assert _lines(out / "ml-1m.user") == ["user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token",
+                                          "1\t1\tF\t10\t48067", "2\t56\tM\t16\t70072"]  # user 3 rated nothing
+    config = Config(model="SASRec", dataset="ml-1m", config_dict={
+        "data_path": str(tmp_path / "data"), "train_neg_sample_args": None, "show_progress": False,
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"], "user": ["user_id", "gender", "age"]}})
+    dataset = create_dataset(config)
+    assert dataset.user_feat is not None and "gender" in dataset.user_feat.columns
+
+
+def test_progress_bars_while_reading_unless_turned_off(tmp_path, capsys):
+    (tmp_path / "u.data").write_text("1\t1\t5\t881250949\n")
+    (tmp_path / "u.item").write_text("1|Toy Story (1995)|01-Jan-1995||http://x\n", encoding="latin-1")
+    (tmp_path / "u.user").write_text("1|24|M|technician|85711\n")
+    main(["movielens", f"--src={tmp_path}", f"--out={tmp_path / 'a' / 'ml'}"])
+    err = capsys.readouterr().err
+    assert "u.data: 100%" in err and "u.item: 100%" in err and "u.user: 100%" in err
+    main(["movielens", f"--src={tmp_path}", f"--out={tmp_path / 'b' / 'ml'}", "--no-progress"])
+    assert capsys.readouterr().err == ""
+    assert _lines(tmp_path / "b" / "ml" / "ml.user")[1:] == ["1\t24\tM\ttechnician\t85711"]
+
+
 def test_ml100k_raw_files_keep_genres_from_flags(tmp_path):
     (tmp_path / "u.data").write_text("1\t1\t5\t881250949\n1\t2\t3\t881250950\n2\t1\t4\t881250951\n")
     (tmp_path / "u.genre").write_text("unknown|0\nAction|1\nComedy|2\n\n")
