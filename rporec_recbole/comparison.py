@@ -187,7 +187,8 @@ def write_outputs(rows, out_dir):
     return summary
 
 
-def _parse_value(text):
+def parse_value(text):
+    """A command-line value as yaml reads it (numbers, booleans, lists), as RecBole's own parser does."""
     import yaml
 
     return yaml.safe_load(text)
@@ -211,7 +212,7 @@ def main(argv=None):
         if not item.startswith("--") or "=" not in item:
             parser.error(f"unrecognised argument {item!r} (use --key=value)")
         key, value = item[2:].split("=", 1)
-        overrides[key] = _parse_value(value)
+        overrides[key] = parse_value(value)
     out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
     config_files = args.config_files.split() if args.config_files else None
     rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
