@@ -371,7 +371,11 @@ class _FastDecoder:
 
 
 class _LayerProjections:
-    """A decoder layer's linear projections, fused where they read the same input: q/k/v and gate/up."""
+    """A decoder layer's linear projections, fused where they read the same input: q/k/v and gate/up.
+
+    Measured on 2 cores (README, "Speed on CPU"): with a LoRA adapter active this beat PEFT's per-module calls
+    (164 vs 149 tokens/s), but for a plain model at batch 32 the session-2 engine with separate projections was
+    faster (273 vs 249 tokens/s, interleaved A/B): fusing only layers with adapters is the open next step."""
 
     def __init__(self, layer):
         attention, mlp = layer.self_attn, layer.mlp
