@@ -22,7 +22,7 @@ import time
 import torch
 
 from rporec_recbole.checkpoint import atomic_write_json
-from rporec_recbole.comparison import make_row, parse_value, row_spec
+from rporec_recbole.comparison import make_row, parse_overrides, row_spec
 from rporec_recbole.quick_start import run_recbole_rporec
 from rporec_recbole.timing import machine_description
 
@@ -65,9 +65,8 @@ def main():
         f.write("\n")
     print(f"pipeline: {minutes:.1f} min -> {args.output}")
     if args.compare_out:
-        overrides = dict(item[2:].split("=", 1) for item in extra if item.startswith("--") and "=" in item)
         # where files go does not change the result: leave it out of the row's key and command
-        overrides = {key: parse_value(value) for key, value in overrides.items()
+        overrides = {key: value for key, value in parse_overrides(extra)[0].items()
                      if key not in ("reasoning_dir", "checkpoint_dir")}
         seed = overrides.pop("seed", 2020)  # RecBole's default seed
         spec = row_spec("RPORec", args.dataset, seed, args.compare_out, overrides=overrides)

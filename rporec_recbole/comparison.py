@@ -194,6 +194,18 @@ def parse_value(text):
     return yaml.safe_load(text)
 
 
+def parse_overrides(items):
+    """``--key=value`` command-line items -> ({key: value}, [items that are not of that form])."""
+    overrides, rejected = {}, []
+    for item in items:
+        if item.startswith("--") and "=" in item:
+            key, value = item[2:].split("=", 1)
+            overrides[key] = parse_value(value)
+        else:
+            rejected.append(item)
+    return overrides, rejected
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -207,12 +219,9 @@ def main(argv=None):
     if args.one:
         _run_one(json.loads(args.one))
         return
-    overrides = {}
-    for item in extra:
-        if not item.startswith("--") or "=" not in item:
-            parser.error(f"unrecognised argument {item!r} (use --key=value)")
-        key, value = item[2:].split("=", 1)
-        overrides[key] = parse_value(value)
+    overrides, rejected = parse_overrides(extra)
+    if rejected:
+        parser.error(f"unrecognised argument {rejected[0]!r} (use --key=value)")
     out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
     config_files = args.config_files.split() if args.config_files else None
     rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
