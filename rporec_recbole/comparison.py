@@ -2,7 +2,8 @@
 
 Each (row, seed) runs in its own process through ``run_recbole_rporec``, so rows cannot leak state into each
 other and each reports its own peak memory. Finished rows are cached as json under ``<out>/rows/``, keyed by
-model, overrides, dataset, seed and config files, so an interrupted comparison resumes where it stopped.
+model, overrides, dataset, seed, config files and the plugin's default yamls for the row (so a changed default
+reruns the rows it applies to), and an interrupted comparison resumes where it stopped.
 
     python -m rporec_recbole.comparison --dataset=ml-100k --models=SASRec,GRU4Rec,RPORec-stage1,RPORec
 """
@@ -18,6 +19,7 @@ import sys
 import time
 
 from rporec_recbole.checkpoint import atomic_write_bytes, atomic_write_json
+from rporec_recbole.config import plugin_yamls
 
 # Named RPORec rows: the ablations are config overrides, so every row is one rerunnable command.
 VARIANTS = {
@@ -38,7 +40,9 @@ def resolve_row(name):
 def row_key(name, dataset, seed, config_files, overrides):
     model, variant_overrides = resolve_row(name)
     files = {path: open(path).read() for path in config_files or []}
-    blob = json.dumps([model, variant_overrides, overrides, dataset, seed, files], sort_keys=True, default=str)
+    defaults = {os.path.basename(path): open(path).read() for path in plugin_yamls(model, dataset)}
+    blob = json.dumps([model, variant_overrides, overrides, dataset, seed, files, defaults], sort_keys=True,
+                      default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,12 @@ from rporec_recbole.registry import get_model
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
 
 
+def plugin_yamls(model, dataset):
+    """The plugin's own yamls for ``model`` on ``dataset`` that exist, in the order they are read."""
+    paths = (os.path.join(PROPERTIES_DIR, f"{model}.yaml"), os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"))
+    return [path for path in paths if os.path.isfile(path)]
+
+
 class Config(RecBoleConfig):
     def compatibility_settings(self):
         numpy_aliases()
@@ -27,12 +33,10 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        for path in (os.path.join(PROPERTIES_DIR, f"{model}.yaml"),
-                     os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")):
-            if os.path.isfile(path):
-                keys = self._update_internal_config_dict(path)
-                if os.path.basename(os.path.dirname(path)) == "dataset":
-                    self.parameters["Dataset"] += [k for k in keys if k not in self.parameters["Dataset"]]
+        for path in plugin_yamls(model, dataset):
+            keys = self._update_internal_config_dict(path)
+            if os.path.basename(os.path.dirname(path)) == "dataset":
+                self.parameters["Dataset"] += [k for k in keys if k not in self.parameters["Dataset"]]
 
     def _set_default_parameters(self):
         """A cross-entropy sequential model trains without negative sampling: RecBole 1.2.1 refuses its own

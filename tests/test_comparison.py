@@ -5,7 +5,8 @@ import os
 import yaml
 
 from conftest import mini_config
-from rporec_recbole.comparison import main, row_command
+from rporec_recbole import config
+from rporec_recbole.comparison import main, row_command, row_key
 
 
 def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
@@ -36,3 +37,20 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     main(argv)  # everything cached: nothing reruns
     printed = capsys.readouterr().out
     assert printed.count("[compare] reusing") == 2 and "[compare] running" not in printed
+
+
+def test_row_key_follows_the_plugin_defaults_that_apply_to_the_row(tmp_path, monkeypatch):
+    """A cached row must not be reused after a default it ran with changed (regression: the key held only the
+    command-line overrides and config files, so an edited properties/RPORec.yaml reused stale rows)."""
+    (tmp_path / "dataset").mkdir()
+    model_yaml, dataset_yaml = tmp_path / "RPORec.yaml", tmp_path / "dataset" / "ml-mini.yaml"
+    model_yaml.write_text("epochs: 10\n")
+    dataset_yaml.write_text("topk: [10]\n")
+    monkeypatch.setattr(config, "PROPERTIES_DIR", str(tmp_path))
+    keys = lambda: [row_key(name, "ml-mini", 2020, None, {}) for name in ("RPORec-stage1", "SASRec")]
+    rporec, sasrec = keys()
+    model_yaml.write_text("epochs: 11\n")
+    assert keys() == [keys()[0], sasrec] and keys()[0] != rporec  # only the rows of that model change
+    rporec = keys()[0]
+    dataset_yaml.write_text("topk: [20]\n")
+    assert keys()[0] != rporec and keys()[1] != sasrec  # a dataset default applies to every model on it
