@@ -21,8 +21,7 @@ import time
 
 import torch
 
-from rporec_recbole.checkpoint import atomic_write_json
-from rporec_recbole.comparison import make_row, parse_overrides, row_spec
+from rporec_recbole.comparison import parse_overrides, row_spec, write_row
 from rporec_recbole.quick_start import run_recbole_rporec
 from rporec_recbole.timing import machine_description
 
@@ -71,7 +70,7 @@ def main():
         seed = overrides.pop("seed", 2020)  # RecBole's default seed
         spec = row_spec("RPORec", args.dataset, seed, args.compare_out, overrides=overrides)
         os.makedirs(os.path.dirname(spec["out_file"]), exist_ok=True)
-        atomic_write_json(spec["out_file"], make_row(spec, result, minutes * 60))
+        write_row(spec, result, minutes * 60)
         print(f"comparison row -> {spec['out_file']}")
 
 

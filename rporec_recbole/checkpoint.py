@@ -138,10 +138,16 @@ def save_config(folder, config):
 
 
 def load_config_dict(folder):
+    """The config a checkpoint was saved with, ready for ``Config(config_dict=...)``."""
     import yaml
 
     with open(os.path.join(folder, CONFIG_FILE)) as handle:
-        return yaml.safe_load(handle)
+        saved = yaml.safe_load(handle)
+    negatives = saved.get("train_neg_sample_args")
+    if isinstance(negatives, dict) and negatives.get("distribution") == "none":
+        # RecBole's resolved form of "no negative sampling": fed back in, RecBole refuses it for CE models
+        saved["train_neg_sample_args"] = None
+    return saved
 
 
 def claim_checkpoint_folder(base):

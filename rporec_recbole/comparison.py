@@ -20,6 +20,7 @@ import time
 
 from rporec_recbole.checkpoint import atomic_write_bytes, atomic_write_json
 from rporec_recbole.config import plugin_yamls
+from rporec_recbole.per_user import load_per_user, paired_test, per_user_ndcg, save_per_user
 
 # Named RPORec rows: the ablations are config overrides, so every row is one rerunnable command.
 VARIANTS = {
@@ -66,7 +67,7 @@ def _run_one(spec):
     start = time.time()
     result = run_recbole_rporec(model=model, dataset=spec["dataset"], config_file_list=spec["config_files"] or None,
                                 config_dict=config_dict)
-    atomic_write_json(spec["out_file"], make_row(spec, result, time.time() - start))
+    write_row(spec, result, time.time() - start)
 
 
 def row_spec(name, dataset, seed, out_dir, config_files=None, overrides=None):
@@ -94,6 +95,17 @@ def make_row(spec, result, total_seconds):
                                         for split, metrics in splits.items() if metrics}
                                 for stage, splits in result["stage_results"].items()}
     return row
+
+
+def write_row(spec, result, total_seconds):
+    """The row's json and, next to it, its test users' top-k hits (for the paired tests); the json goes last, as
+    its presence marks the row done."""
+    row = make_row(spec, result, total_seconds)
+    if result.get("per_user_test"):
+        per_user_file = spec["out_file"][:-len(".json")] + ".users.npz"
+        save_per_user(per_user_file, result["per_user_test"])
+        row["per_user"] = os.path.basename(per_user_file)
+    atomic_write_json(spec["out_file"], row)
 
 
 def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None):
@@ -154,6 +166,66 @@ def markdown_table(summary):
     return "\n".join(lines) + "\n"
 
 
+# Paired questions of the record, (row, against); "<row> stage 1" is the stage-1 test evaluation of an RL row.
+ABLATION_PAIRS = [
+    ("RPORec", "RPORec stage 1"),                  # does RL help?
+    ("RPORec-stage1", "RPORec-no-reasoning"),      # does reasoning help?
+    ("RPORec stage 1", "RPORec-no-reasoning"),
+    ("RPORec-stage1", "RPORec-no-collaborative"),  # does each branch help?
+    ("RPORec-stage1", "RPORec-no-semantic"),
+]
+
+
+def per_user_results(rows, out_dir, k=10):
+    """{row name: {seed: {user: NDCG@k}}} of the rows that kept per-user results (an RL row adds its stage 1)."""
+    results = {}
+    for row in rows:
+        if "per_user" not in row:
+            continue
+        evaluations = load_per_user(os.path.join(out_dir, "rows", row["per_user"]))
+        reported = evaluations["stage2"] if "stage2" in evaluations else evaluations["test"]
+        results.setdefault(row["model"], {})[row["seed"]] = per_user_ndcg(reported, k)
+        if "stage1" in evaluations:
+            results.setdefault(f"{row['model']} stage 1", {})[row["seed"]] = per_user_ndcg(evaluations["stage1"], k)
+    return results
+
+
+def _mean_over_seeds(by_seed, seeds):
+    users = set.intersection(*(set(by_seed[seed]) for seed in seeds))
+    return {user: statistics.fmean(by_seed[seed][user] for seed in seeds) for user in users}
+
+
+def significance(rows, summary, out_dir, k=10):
+    """Paired t-tests on per-user NDCG@k: each RPORec row against the best baseline, then ``ABLATION_PAIRS``.
+    A user's value is averaged over the seeds both rows ran, so each test pairs the same users and seeds."""
+    results = per_user_results(rows, out_dir, k)
+    base = best_baseline(summary)
+    pairs = [(name, base["model"]) for name in results if base and name.startswith("RPORec")]
+    tests = []
+    for row, against in pairs + ABLATION_PAIRS:
+        seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())
+        if not seeds:
+            continue
+        users, mean_row, mean_against, p_value = paired_test(_mean_over_seeds(results[row], seeds),
+                                                             _mean_over_seeds(results[against], seeds))
+        tests.append({"row": row, "against": against, "seeds": seeds, "users": users, f"ndcg@{k}": mean_row,
+                      f"against_ndcg@{k}": mean_against, "p_value": p_value})
+    return tests
+
+
+def significance_table(tests, rows, k=10):
+    lines = [f"Paired t-tests on per-user test NDCG@{k} (each user's value averaged over the seeds both rows ran):",
+             "", f"| row | against | seeds | users | NDCG@{k} | against | ratio | p |", "|---|---|---|---|---|---|---|---|"]
+    for t in tests:
+        ratio = t[f"ndcg@{k}"] / t[f"against_ndcg@{k}"] if t[f"against_ndcg@{k}"] > 0 else float("nan")
+        lines.append(f"| {t['row']} | {t['against']} | {','.join(map(str, t['seeds']))} | {t['users']} | "
+                     f"{t[f'ndcg@{k}']:.4f} | {t[f'against_ndcg@{k}']:.4f} | {ratio:.2f}x | {t['p_value']:.3g} |")
+    missing = sorted({f"{r['model']} (seed {r['seed']})" for r in rows if "per_user" not in r})
+    if missing:
+        lines += ["", "No per-user results kept (rows run before they were): " + ", ".join(missing)]
+    return "\n".join(lines) + "\n"
+
+
 def bar_chart(summary, path):
     import matplotlib
 
@@ -177,10 +249,13 @@ def bar_chart(summary, path):
 
 
 def write_outputs(rows, out_dir):
-    """results.md / .csv / .json (one object per run) and results.png; returns the summary."""
+    """results.md / .csv / .json (one object per run), results.png and significance.json; returns the markdown."""
     summary = summarize(rows)
-    atomic_write_bytes(os.path.join(out_dir, "results.md"), markdown_table(summary).encode())
+    tests = significance(rows, summary, out_dir)
+    markdown = markdown_table(summary) + "\n" + significance_table(tests, rows)
+    atomic_write_bytes(os.path.join(out_dir, "results.md"), markdown.encode())
     atomic_write_json(os.path.join(out_dir, "results.json"), rows)
+    atomic_write_json(os.path.join(out_dir, "significance.json"), tests)
     columns = ["model", "dataset", "seed"] + [c for c in rows[0] if c not in ("model", "dataset", "seed")
                                               and not isinstance(rows[0][c], dict)]
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as handle:
@@ -188,7 +263,7 @@ def write_outputs(rows, out_dir):
         writer.writeheader()
         writer.writerows(rows)
     bar_chart(summary, os.path.join(out_dir, "results.png"))
-    return summary
+    return markdown
 
 
 def parse_value(text):
@@ -230,8 +305,8 @@ def main(argv=None):
     config_files = args.config_files.split() if args.config_files else None
     rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
                     config_files, overrides)
-    print(markdown_table(write_outputs(rows, out_dir)))
-    print(f"[compare] results in {out_dir}/results.{{md,csv,json,png}}")
+    print(write_outputs(rows, out_dir))
+    print(f"[compare] results in {out_dir}/results.{{md,csv,json,png}} and significance.json")
 
 
 if __name__ == "__main__":

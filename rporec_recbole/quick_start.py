@@ -17,6 +17,7 @@ from rporec_recbole.atomic_files import check_atomic_files
 from rporec_recbole.checkpoint import release_unused_folder
 from rporec_recbole.config import Config
 from rporec_recbole.cpu_allocator import keep_freed_memory
+from rporec_recbole.per_user import PerUserRecorder
 from rporec_recbole.registry import get_model, get_trainer
 
 
@@ -107,6 +108,7 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
                                                       show_progress=config["show_progress"])
     train_seconds = time.time() - start
+    recorder = PerUserRecorder(trainer)  # after training: only the test evaluation(s) are kept
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_seconds = time.time() - start - train_seconds
     if not saved:
@@ -131,6 +133,8 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         # RPORec with rl: true reports stage 1 and stage 2 side by side ({stage: {split: metrics}})
         "stage_results": getattr(trainer, "stage_results", {}),
         "rl_history": getattr(trainer, "rl_history", []),
+        # each test user's top-k hits: {"test": ...}, or {"stage1": ..., "stage2": ...} after RL
+        "per_user_test": dict(zip(list(getattr(trainer, "stage_results", {})) or ["test"], recorder.evaluations)),
         "phases": phases,
         "outputs": outputs,
         "device": describe_device(config["device"]),

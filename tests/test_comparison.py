@@ -2,11 +2,14 @@ import csv
 import json
 import os
 
+import numpy as np
+import pytest
 import yaml
 
 from conftest import mini_config
 from rporec_recbole import config
-from rporec_recbole.comparison import main, row_command, row_key
+from rporec_recbole.comparison import main, row_command, row_key, significance, summarize
+from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
 
 def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
@@ -33,6 +36,13 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
                                              {"epochs": 1})
     assert "--use_reasoning=False" in rows[1]["command"]
 
+    for row in rows:  # each test user's hits are kept, and they average to the reported metric
+        ndcg = per_user_ndcg(load_per_user(str(out / "rows" / row["per_user"]))["test"], k=10)
+        assert len(ndcg) == 40 and round(sum(ndcg.values()) / len(ndcg), 4) == row["ndcg@10"]
+    tests = json.loads((out / "significance.json").read_text())
+    assert [(t["row"], t["against"], t["users"]) for t in tests] == [("RPORec-no-reasoning", "SASRec", 40)]
+    assert f"| RPORec-no-reasoning | SASRec | 2020 | 40 | {rows[1]['ndcg@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
+
     capsys.readouterr()
     main(argv)  # everything cached: nothing reruns
     printed = capsys.readouterr().out
@@ -54,3 +64,49 @@ def test_row_key_follows_the_plugin_defaults_that_apply_to_the_row(tmp_path, mon
     rporec = keys()[0]
     dataset_yaml.write_text("topk: [20]\n")
     assert keys()[0] != rporec and keys()[1] != sasrec  # a dataset default applies to every model on it
+
+
+def _rec_topk(hit_ranks, max_k=20):
+    topk = np.zeros((len(hit_ranks), max_k + 1), dtype=np.int32)
+    topk[np.arange(len(hit_ranks)), np.array(hit_ranks) - 1] = 1
+    topk[:, -1] = 1
+    return topk
+
+
+def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
+    """RPORec rows against the best baseline and the ablation pairs, an RL row's stage 1 among them; per-user
+    values averaged over the seeds both rows ran."""
+    (tmp_path / "rows").mkdir()
+    users = np.arange(1, 201)
+    ranks = {  # (model, seed): the rank each user's target got
+        ("SASRec", 2020): np.tile([3, 6], 100), ("SASRec", 2021): np.tile([6, 3], 100),
+        ("RPORec", 2020): np.tile([1, 2], 100), ("RPORec", 2021): np.tile([1, 2], 100),
+        ("RPORec-no-reasoning", 2020): np.tile([2, 4], 100),
+    }
+    ndcg = {rank: 1 / np.log2(rank + 1) for rank in range(1, 7)}
+    rows = []
+    for (model, seed), hit_ranks in ranks.items():
+        evaluations = {"test": {"user_id": users, "topk": _rec_topk(hit_ranks)}}
+        if model == "RPORec":  # an RL row: its stage 1 ranked the targets 2 and 3
+            evaluations = {"stage1": {"user_id": users, "topk": _rec_topk(np.tile([2, 3], 100))},
+                           "stage2": evaluations["test"]}
+        save_per_user(str(tmp_path / "rows" / f"{model}-{seed}.npz"), evaluations)
+        mean_ndcg = float(np.mean(1 / np.log2(hit_ranks + 1)))
+        rows.append({"model": model, "dataset": "d", "seed": seed, "ndcg@10": mean_ndcg, "command": "",
+                     "per_user": f"{model}-{seed}.npz", **{m: 0.0 for m in
+                     ["recall@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20", "train_seconds",
+                      "eval_seconds", "peak_memory_mb"]}})
+    rows.append({**rows[0], "model": "GRU4Rec", "ndcg@10": 0.01})  # a weaker baseline without per-user results
+    del rows[-1]["per_user"]
+    tests = {(t["row"], t["against"]): t for t in significance(rows, summarize(rows), str(tmp_path))}
+    assert list(tests) == [("RPORec", "SASRec"), ("RPORec stage 1", "SASRec"), ("RPORec-no-reasoning", "SASRec"),
+                           ("RPORec", "RPORec stage 1"), ("RPORec stage 1", "RPORec-no-reasoning")]
+    assert tests[("RPORec", "SASRec")]["seeds"] == [2020, 2021] and tests[("RPORec", "SASRec")]["users"] == 200
+    assert tests[("RPORec", "SASRec")]["ndcg@10"] == pytest.approx((ndcg[1] + ndcg[2]) / 2)
+    # SASRec's seeds swap which users get rank 3 and 6: averaged over seeds every user has the same value
+    assert tests[("RPORec", "SASRec")]["against_ndcg@10"] == pytest.approx((ndcg[3] + ndcg[6]) / 2)
+    assert tests[("RPORec", "SASRec")]["p_value"] < 1e-12
+    no_reasoning = tests[("RPORec stage 1", "RPORec-no-reasoning")]  # only seed 2020 is shared
+    assert no_reasoning["seeds"] == [2020] and no_reasoning["p_value"] < 1e-12
+    assert no_reasoning["ndcg@10"] == pytest.approx((ndcg[2] + ndcg[3]) / 2)
+    assert no_reasoning["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[4]) / 2)

@@ -143,6 +143,18 @@ def test_recommend_from_a_trained_run(rporec_run, capsys):
         recommend_main(["--checkpoint", result["checkpoint"], "--user", "nobody"])
 
 
+def test_recommend_from_a_cross_entropy_baseline(mini_movielens, tmp_path, capsys):
+    """Regression: a CE baseline's saved config held RecBole's resolved "no negative sampling", which RecBole then
+    refused on reload ("should be None when the loss_type is CE"), so recommend failed for SASRec/GRU4Rec."""
+    from rporec_recbole.recommend import main as recommend_main
+
+    result = run_recbole_rporec("SASRec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
+    assert load_config_dict(result["checkpoint"])["loss_type"] == "CE"
+    recommend_main(["--checkpoint", result["checkpoint"], "--user", "7", "--topk", "3", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"] == "SASRec" and [r["rank"] for r in out["recommendations"]] == [1, 2, 3]
+
+
 def test_same_seed_same_command_gives_the_same_metrics(mini_movielens, tmp_path):
     # separate folders: the second run generates its reasoning again instead of reading the first run's store
     runs = [run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path / name,

@@ -1,0 +1,58 @@
+"""Per-user test results for a comparison row that ran before rows kept them, rebuilt from the row's checkpoint.
+
+    python benchmarks/per_user_from_checkpoint.py --row=benchmarks/compare-ml100k/rows/<row>.json \
+        --checkpoint=saved/<Model>-<time>
+
+Rebuilds the run from the checkpoint's saved config, evaluates the test split with the row's own trainer, and
+writes nothing unless every test metric equals the row's (so the per-user results are those of the row). Then it
+writes the row's ``.users.npz`` and adds ``per_user`` to its json. A row with RL is refused: its stage-2 test needs
+the tuned policy, which a stage-1 checkpoint does not hold.
+"""
+import argparse
+import json
+import os
+import sys
+
+from recbole.utils import init_seed
+
+from rporec_recbole.checkpoint import atomic_write_json, load_config_dict, release_unused_folder
+from rporec_recbole.comparison import resolve_row
+from rporec_recbole.config import Config
+from rporec_recbole.per_user import PerUserRecorder, save_per_user
+from rporec_recbole.quick_start import load_data
+from rporec_recbole.registry import get_model, get_trainer
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--row", required=True, help="the row's json under <comparison>/rows/")
+    parser.add_argument("--checkpoint", required=True, help="the checkpoint folder the row's run saved")
+    args = parser.parse_args()
+    with open(args.row) as handle:
+        row = json.load(handle)
+    saved = load_config_dict(args.checkpoint)
+    if saved.get("rl"):
+        sys.exit("refused: the row ran RL; its stage-2 test needs the tuned policy")
+    if (saved["model"], saved["dataset"], saved["seed"]) != (resolve_row(row["model"])[0], row["dataset"], row["seed"]):
+        sys.exit(f"refused: the checkpoint is {saved['model']} on {saved['dataset']}, seed {saved['seed']}")
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
+    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=saved)
+    init_seed(config["seed"], config["reproducibility"])
+    _, (train_data, _, test_data) = load_data(config)
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    recorder = PerUserRecorder(trainer)
+    result = trainer.evaluate(test_data, load_best_model=True, model_file=args.checkpoint)
+    release_unused_folder(trainer.saved_model_file)  # the trainer claimed a checkpoint folder of its own
+    differ = {k: (float(v), row[k]) for k, v in result.items() if k in row and round(float(v), 4) != row[k]}
+    if differ:
+        sys.exit(f"refused: this checkpoint's test metrics differ from the row's (checkpoint, row): {differ}")
+    per_user_file = args.row[:-len(".json")] + ".users.npz"
+    save_per_user(per_user_file, {"test": recorder.evaluations[-1]})
+    row["per_user"] = os.path.basename(per_user_file)
+    atomic_write_json(args.row, row)
+    print(f"{len(recorder.evaluations[-1]['user_id'])} users, metrics equal to the row's -> {per_user_file}")
+
+
+if __name__ == "__main__":
+    main()
