@@ -13,6 +13,7 @@ from rporec_recbole import trainer as trainer_module
 from rporec_recbole.grpo_trainer import (
     GRPOSettings, GRPOTrainer, collate, completion_logps, reasoning_token_mask,
 )
+from rporec_recbole.per_user import per_user_ndcg
 from rporec_recbole.quick_start import run_recbole_rporec
 
 
@@ -158,6 +159,11 @@ def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch, caplog
     for stage in trainer.stage_results.values():
         assert set(stage) == {"valid", "test"} and "ndcg@10" in stage["test"]
     assert result["test_result"] == trainer.stage_results["stage2"]["test"]
+    # each stage's test users are kept for the paired tests, in stage order, averaging to that stage's NDCG@10
+    assert list(result["per_user_test"]) == ["stage1", "stage2"]
+    for stage, evaluation in result["per_user_test"].items():
+        ndcg = per_user_ndcg(evaluation, k=10)
+        assert round(sum(ndcg.values()) / len(ndcg), 4) == trainer.stage_results[stage]["test"]["ndcg@10"]
     history = trainer.rl_history
     assert [h["step"] for h in history] == [1, 2]
     for name in ("reward", "reward/format", "reward/length", "reward/rank", "reward/compression",
