@@ -89,6 +89,7 @@ def make_row(spec, result, total_seconds):
         "total_seconds": round(total_seconds, 1),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "device": result["device"], "command": spec["command"], "key": spec["key"],
+        "checkpoint": result["checkpoint"],  # where this machine keeps the row's weights
     }
     if result["stage_results"]:  # RPORec with RL: stage 1 (initial policy) next to stage 2, for the ablation table
         row["stage_results"] = {stage: {split: {k: float(v) for k, v in metrics.items()}

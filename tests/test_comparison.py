@@ -1,6 +1,8 @@
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -43,10 +45,37 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     assert [(t["row"], t["against"], t["users"]) for t in tests] == [("RPORec-no-reasoning", "SASRec", 40)]
     assert f"| RPORec-no-reasoning | SASRec | 2020 | 40 | {rows[1]['ndcg@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
 
+    _per_user_from_checkpoint_rebuilds_or_refuses(out / "rows" / rows[0]["per_user"], rows[0])
+
     capsys.readouterr()
     main(argv)  # everything cached: nothing reruns
     printed = capsys.readouterr().out
     assert printed.count("[compare] reusing") == 2 and "[compare] running" not in printed
+
+
+def _per_user_from_checkpoint_rebuilds_or_refuses(per_user_file, row):
+    """benchmarks/per_user_from_checkpoint.py (for rows run before per-user results were kept) writes the same
+    per-user results from the row's checkpoint, and nothing when the checkpoint's metrics are not the row's."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                          "per_user_from_checkpoint.py")
+    row_file = str(per_user_file).replace(".users.npz", ".json")
+    kept = load_per_user(str(per_user_file))
+    os.remove(per_user_file)
+    tampered = {**row, "ndcg@10": row["ndcg@10"] + 0.1}
+    tampered.pop("per_user")
+    with open(row_file, "w") as handle:
+        json.dump(tampered, handle)
+    run = lambda: subprocess.run([sys.executable, script, f"--row={row_file}", f"--checkpoint={row['checkpoint']}"],
+                                 capture_output=True, text=True, timeout=300)
+    refused = run()
+    assert refused.returncode != 0 and "differ from the row's" in refused.stderr and not per_user_file.exists()
+    with open(row_file, "w") as handle:
+        json.dump({k: v for k, v in row.items() if k != "per_user"}, handle)
+    assert run().returncode == 0
+    rebuilt = load_per_user(str(per_user_file))
+    np.testing.assert_array_equal(rebuilt["test"]["topk"], kept["test"]["topk"])
+    np.testing.assert_array_equal(rebuilt["test"]["user_id"], kept["test"]["user_id"])
+    assert json.loads(open(row_file).read()) == row
 
 
 def test_row_key_follows_the_plugin_defaults_that_apply_to_the_row(tmp_path, monkeypatch):
