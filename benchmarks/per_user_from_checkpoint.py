@@ -5,8 +5,8 @@
 
 Rebuilds the run from the checkpoint's saved config, evaluates the test split with the row's own trainer, and
 writes nothing unless every test metric equals the row's (so the per-user results are those of the row). Then it
-writes the row's ``.users.npz`` and adds ``per_user`` to its json. A row with RL is refused: its stage-2 test needs
-the tuned policy, which a stage-1 checkpoint does not hold.
+writes the row's ``.users.npz`` and adds ``per_user`` and ``checkpoint`` to its json. A row with RL is refused:
+its stage-2 test needs the tuned policy, which a stage-1 checkpoint does not hold.
 """
 import argparse
 import json
@@ -50,6 +50,7 @@ def main():
     per_user_file = args.row[:-len(".json")] + ".users.npz"
     save_per_user(per_user_file, {"test": recorder.evaluations[-1]})
     row["per_user"] = os.path.basename(per_user_file)
+    row["checkpoint"] = args.checkpoint  # shown to hold the row's weights
     atomic_write_json(args.row, row)
     print(f"{len(recorder.evaluations[-1]['user_id'])} users, metrics equal to the row's -> {per_user_file}")
 
