@@ -150,8 +150,8 @@ def best_baseline(summary):
 
 
 def markdown_table(summary):
-    multi = any(len(s["seeds"]) > 1 for s in summary)
-    fmt = (lambda s, c: f"{s[c]:.4f} ± {s[c + '_std']:.4f}") if multi else (lambda s, c: f"{s[c]:.4f}")
+    # a spread only where a row has several seeds (one seed has none, not a spread of 0)
+    fmt = lambda s, c: f"{s[c]:.4f} ± {s[c + '_std']:.4f}" if len(s["seeds"]) > 1 else f"{s[c]:.4f}"
     header = ["model", "seeds"] + TABLE_METRICS + ["train s", "eval s", "peak MB", "device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summary:
