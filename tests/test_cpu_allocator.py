@@ -23,10 +23,17 @@ default = faults_of_second_allocation()
 assert keep_freed_memory()
 print(default, faults_of_second_allocation())
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                         env={**os.environ, OPT_OUT_ENV: "1"})
-    default, kept = map(int, out.stdout.split())
-    assert default > 5000 and kept < 100
+    # Up to 3 fresh processes: glibc falls back to mmap when the heap cannot grow in place (where the address-space
+    # layout puts a mapping right after it), and then the freed block goes back to the OS anyway. Seen once in
+    # ~10 runs; without keep_freed_memory every run faults.
+    runs = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                             env={**os.environ, OPT_OUT_ENV: "1"})
+        runs.append(tuple(map(int, out.stdout.split())))
+        if runs[-1][1] < 100:
+            break
+    assert all(default > 5000 for default, _ in runs) and runs[-1][1] < 100, runs
 
 
 def test_keep_freed_memory_can_be_turned_off(monkeypatch):
