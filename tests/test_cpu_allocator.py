@@ -23,9 +23,8 @@ default = faults_of_second_allocation()
 assert keep_freed_memory()
 print(default, faults_of_second_allocation())
 """
-    # Up to 3 fresh processes: glibc falls back to mmap when the heap cannot grow in place (where the address-space
-    # layout puts a mapping right after it), and then the freed block goes back to the OS anyway. Seen once in
-    # ~10 runs; without keep_freed_memory every run faults.
+    # Up to 3 fresh processes: one CI run in ~10 saw the kept block fault again, presumably glibc's mmap fallback
+    # when the heap cannot grow in place (address-space layout); without keep_freed_memory every run faults.
     runs = []
     for _ in range(3):
         out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
