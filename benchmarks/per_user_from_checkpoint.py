@@ -13,14 +13,11 @@ import json
 import os
 import sys
 
-from recbole.utils import init_seed
-
 from rporec_recbole.checkpoint import atomic_write_json, load_config_dict, release_unused_folder
 from rporec_recbole.comparison import resolve_row
-from rporec_recbole.config import Config
 from rporec_recbole.per_user import PerUserRecorder, save_per_user
-from rporec_recbole.quick_start import load_data
-from rporec_recbole.registry import get_model, get_trainer
+from rporec_recbole.quick_start import load_run
+from rporec_recbole.registry import get_trainer
 
 
 def main():
@@ -36,13 +33,10 @@ def main():
     if (saved["model"], saved["dataset"], saved["seed"]) != (resolve_row(row["model"])[0], row["dataset"], row["seed"]):
         sys.exit(f"refused: the checkpoint is {saved['model']} on {saved['dataset']}, seed {saved['seed']}")
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
-    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict=saved)
-    init_seed(config["seed"], config["reproducibility"])
-    _, (train_data, _, test_data) = load_data(config)
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    config, _, (_, _, test_data), model = load_run(args.checkpoint)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     recorder = PerUserRecorder(trainer)
-    result = trainer.evaluate(test_data, load_best_model=True, model_file=args.checkpoint)
+    result = trainer.evaluate(test_data, load_best_model=False)
     release_unused_folder(trainer.saved_model_file)  # the trainer claimed a checkpoint folder of its own
     differ = {k: (float(v), row[k]) for k, v in result.items() if k in row and round(float(v), 4) != row[k]}
     if differ:

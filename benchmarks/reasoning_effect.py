@@ -13,9 +13,7 @@ import os
 
 import torch
 
-from rporec_recbole import Config, RPORec
-from rporec_recbole.checkpoint import load_checkpoint, load_config_dict
-from rporec_recbole.quick_start import load_data
+from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
 
 
@@ -37,16 +35,11 @@ def main():
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--reasoning_dir", required=True, help="the run's reasoning_dir (its dataset folder inside)")
     args = parser.parse_args()
-    saved = load_config_dict(args.checkpoint)
-    config = Config(model="RPORec", dataset=saved["dataset"], config_dict=saved)
-    _, (train_data, _, test_data) = load_data(config)
-    model = RPORec(config, train_data._dataset)
-    model.load_state_dict(load_checkpoint(args.checkpoint)[0])
-    model.eval()
+    config, _, (_, _, test_data), model = load_run(args.checkpoint)
     feat = test_data._dataset.inter_feat
     seq, seq_len, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.POS_ITEM_ID]
     prompts = [model.prompts.build(w) for w in model.windows(seq, seq_len)]
-    texts = stores(os.path.join(args.reasoning_dir, saved["dataset"]))
+    texts = stores(os.path.join(args.reasoning_dir, config["dataset"]))
     policies = sorted(texts, key=lambda policy: policy != "initial")  # the initial policy is the reference
     variants = {policy: [texts[policy].get(prompt_key(p), "") for p in prompts] for policy in policies}
     variants["no reasoning"] = [""] * len(prompts)

@@ -109,13 +109,17 @@ def write_row(spec, result, total_seconds):
     atomic_write_json(spec["out_file"], row)
 
 
-def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None):
-    """Run (or reuse) every row and seed; returns the list of row dicts."""
+def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None, cached_only=False):
+    """Run (or reuse) every row and seed; returns the list of row dicts. ``cached_only`` reuses finished rows and
+    skips the others instead of running them (to write the table of what ran without starting a run)."""
     os.makedirs(os.path.join(out_dir, "rows"), exist_ok=True)
     rows = []
     for name in names:
         for seed in seeds:
             spec = row_spec(name, dataset, seed, out_dir, config_files, overrides)
+            if not os.path.isfile(spec["out_file"]) and cached_only:
+                print(f"[compare] not run, skipped: {name} seed {seed}", flush=True)
+                continue
             if not os.path.isfile(spec["out_file"]):
                 print(f"[compare] running {name} seed {seed}: {spec['command']}", flush=True)
                 subprocess.run([sys.executable, "-m", "rporec_recbole.comparison", "--one", json.dumps(spec)],
@@ -295,6 +299,8 @@ def main(argv=None):
     parser.add_argument("--seeds", default="2020", help="comma-separated seeds")
     parser.add_argument("--out", default=None, help="output folder (default: saved/compare-<dataset>)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files for every row")
+    parser.add_argument("--cached-only", action="store_true",
+                        help="write the table from the rows that already ran; run none (skipped rows are listed)")
     args, extra = parser.parse_known_args(argv)
     if args.one:
         _run_one(json.loads(args.one))
@@ -305,7 +311,9 @@ def main(argv=None):
     out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
     config_files = args.config_files.split() if args.config_files else None
     rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
-                    config_files, overrides)
+                    config_files, overrides, args.cached_only)
+    if not rows:
+        parser.error(f"no finished rows for these models and seeds in {out_dir}/rows")
     print(write_outputs(rows, out_dir))
     print(f"[compare] results in {out_dir}/results.{{md,csv,json,png}} and significance.json")
 

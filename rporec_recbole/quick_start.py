@@ -14,7 +14,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed, set_color
 
 from rporec_recbole.atomic_files import check_atomic_files
-from rporec_recbole.checkpoint import release_unused_folder
+from rporec_recbole.checkpoint import load_checkpoint, load_config_dict, release_unused_folder
 from rporec_recbole.config import Config
 from rporec_recbole.cpu_allocator import keep_freed_memory
 from rporec_recbole.per_user import PerUserRecorder
@@ -81,6 +81,19 @@ def load_data(config):
     check_atomic_files(config["data_path"], config["dataset"], config["field_separator"] or "\t")
     dataset = create_dataset(config)
     return dataset, data_preparation(config, dataset)
+
+
+def load_run(checkpoint, **config_overrides):
+    """A finished run rebuilt from its checkpoint folder: ``(config, dataset, (train, valid, test), model)``, with
+    the run's saved config (plus ``config_overrides``), its data split and its weights, the model in eval mode."""
+    saved = load_config_dict(checkpoint)
+    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict={**saved, **config_overrides})
+    init_seed(config["seed"], config["reproducibility"])  # the split and samplers as the run had them
+    dataset, loaders = load_data(config)
+    model = get_model(config["model"])(config, loaders[0]._dataset).to(config["device"])
+    model.load_state_dict(load_checkpoint(checkpoint)[0])
+    model.eval()
+    return config, dataset, loaders, model
 
 
 def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):

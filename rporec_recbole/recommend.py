@@ -14,11 +14,10 @@ import numpy as np
 import torch
 from recbole.data.interaction import Interaction
 
-from rporec_recbole.checkpoint import CorruptCheckpointError, load_checkpoint, load_config_dict
-from rporec_recbole.config import Config
+from rporec_recbole.checkpoint import CorruptCheckpointError
 from rporec_recbole.parsing import THINK_OPEN, parse_output
-from rporec_recbole.quick_start import load_data
-from rporec_recbole.registry import get_model, get_trainer
+from rporec_recbole.quick_start import load_run
+from rporec_recbole.registry import get_trainer
 
 
 class UnknownUserError(ValueError):
@@ -39,12 +38,7 @@ def user_history(dataset, user_token, max_length):
 
 
 def recommend(checkpoint, user, topk=10):
-    saved = load_config_dict(checkpoint)
-    config = Config(model=saved["model"], dataset=saved["dataset"], config_dict={**saved, "show_progress": False})
-    dataset, (train_data, _, _) = load_data(config)
-    model = get_model(config["model"])(config, train_data._dataset)
-    model.load_state_dict(load_checkpoint(checkpoint)[0])
-    model.eval()
+    config, dataset, _, model = load_run(checkpoint, show_progress=False)
 
     history = user_history(dataset, user, model.max_seq_length)
     item_seq = torch.zeros(1, model.max_seq_length, dtype=torch.long)

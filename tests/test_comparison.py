@@ -52,6 +52,16 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert printed.count("[compare] reusing") == 2 and "[compare] running" not in printed
 
+    # --cached-only writes the table of what ran and never starts a row that did not
+    without_models = [a for a in argv if not a.startswith("--models")]
+    main(without_models + ["--models=SASRec,GRU4Rec,RPORec-no-reasoning", "--cached-only"])
+    printed = capsys.readouterr().out
+    assert "not run, skipped: GRU4Rec seed 2020" in printed and "[compare] running" not in printed
+    assert [r["model"] for r in json.loads((out / "results.json").read_text())] == ["SASRec", "RPORec-no-reasoning"]
+    with pytest.raises(SystemExit):
+        main(without_models + ["--models=GRU4Rec", "--cached-only"])
+    assert not list((out / "rows").glob("GRU4Rec*"))
+
 
 def _per_user_from_checkpoint_rebuilds_or_refuses(per_user_file, row):
     """benchmarks/per_user_from_checkpoint.py (for rows run before per-user results were kept) writes the same
