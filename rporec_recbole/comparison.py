@@ -178,6 +178,7 @@ ABLATION_PAIRS = [
     ("RPORec stage 1", "RPORec-no-reasoning"),
     ("RPORec-stage1", "RPORec-no-collaborative"),  # does each branch help?
     ("RPORec-stage1", "RPORec-no-semantic"),
+    ("RPORec-no-reasoning", "RPORec-no-semantic"),  # does the prompt text help the collaborative branch?
 ]
 
 

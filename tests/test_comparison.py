@@ -120,7 +120,7 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     ranks = {  # (model, seed): the rank each user's target got
         ("SASRec", 2020): np.tile([3, 6], 100), ("SASRec", 2021): np.tile([6, 3], 100),
         ("RPORec", 2020): np.tile([1, 2], 100), ("RPORec", 2021): np.tile([1, 2], 100),
-        ("RPORec-no-reasoning", 2020): np.tile([2, 4], 100),
+        ("RPORec-no-reasoning", 2020): np.tile([2, 4], 100), ("RPORec-no-semantic", 2020): np.tile([2, 5], 100),
     }
     ndcg = {rank: 1 / np.log2(rank + 1) for rank in range(1, 7)}
     rows = []
@@ -139,7 +139,8 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     del rows[-1]["per_user"]
     tests = {(t["row"], t["against"]): t for t in significance(rows, summarize(rows), str(tmp_path))}
     assert list(tests) == [("RPORec", "SASRec"), ("RPORec stage 1", "SASRec"), ("RPORec-no-reasoning", "SASRec"),
-                           ("RPORec", "RPORec stage 1"), ("RPORec stage 1", "RPORec-no-reasoning")]
+                           ("RPORec-no-semantic", "SASRec"), ("RPORec", "RPORec stage 1"),
+                           ("RPORec stage 1", "RPORec-no-reasoning"), ("RPORec-no-reasoning", "RPORec-no-semantic")]
     assert tests[("RPORec", "SASRec")]["seeds"] == [2020, 2021] and tests[("RPORec", "SASRec")]["users"] == 200
     assert tests[("RPORec", "SASRec")]["ndcg@10"] == pytest.approx((ndcg[1] + ndcg[2]) / 2)
     # SASRec's seeds swap which users get rank 3 and 6: averaged over seeds every user has the same value
@@ -149,3 +150,5 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert no_reasoning["seeds"] == [2020] and no_reasoning["p_value"] < 1e-12
     assert no_reasoning["ndcg@10"] == pytest.approx((ndcg[2] + ndcg[3]) / 2)
     assert no_reasoning["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[4]) / 2)
+    prompt_text = tests[("RPORec-no-reasoning", "RPORec-no-semantic")]
+    assert prompt_text["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[5]) / 2)
