@@ -220,6 +220,8 @@ def significance(rows, summary, out_dir, k=10):
 
 
 def significance_table(tests, rows, k=10):
+    if not tests:
+        return "No paired tests: they need an RPORec row and a row to compare it with, both with per-user results.\n"
     lines = [f"Paired t-tests on per-user test NDCG@{k} (each user's value averaged over the seeds both rows ran):",
              "", f"| row | against | seeds | users | NDCG@{k} | against | ratio | p |", "|---|---|---|---|---|---|---|---|"]
     for t in tests:

@@ -10,7 +10,7 @@ import yaml
 
 from conftest import mini_config
 from rporec_recbole import config
-from rporec_recbole.comparison import main, row_command, row_key, significance, summarize
+from rporec_recbole.comparison import main, row_command, row_key, significance, significance_table, summarize
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
 
@@ -152,3 +152,10 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert no_reasoning["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[4]) / 2)
     prompt_text = tests[("RPORec-no-reasoning", "RPORec-no-semantic")]
     assert prompt_text["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[5]) / 2)
+
+
+def test_a_table_without_paired_tests_says_so():
+    """A baselines-only comparison (e.g. the first row of a new dataset) gets a sentence, not an empty table."""
+    rows = [{"model": "GRU4Rec", "seed": 2020, "per_user": "g.npz"}]
+    assert significance_table([], rows).startswith("No paired tests:")
+    assert "| row | against |" not in significance_table([], rows)
