@@ -70,19 +70,22 @@ def _run_one(spec):
     write_row(spec, result, time.time() - start)
 
 
-def row_spec(name, dataset, seed, out_dir, config_files=None, overrides=None):
-    """Everything that identifies one (row, seed): its cache key, result file and reproducing command."""
+def row_spec(name, dataset, seed, out_dir, config_files=None, overrides=None, suffix=""):
+    """Everything that identifies one (row, seed): its cache key, result file and reproducing command. The row is
+    shown as ``name + suffix``, so rows run with extra overrides do not pool with the default ones."""
     overrides = overrides or {}
     key = row_key(name, dataset, seed, config_files, overrides)
-    return {"name": name, "dataset": dataset, "seed": seed, "config_files": config_files, "overrides": overrides,
-            "key": key, "out_file": os.path.join(out_dir, "rows", f"{name}-seed{seed}-{key}.json"),
+    label = name + suffix
+    return {"name": name, "label": label, "dataset": dataset, "seed": seed, "config_files": config_files,
+            "overrides": overrides, "key": key,
+            "out_file": os.path.join(out_dir, "rows", f"{label}-seed{seed}-{key}.json"),
             "command": row_command(name, dataset, seed, config_files, overrides)}
 
 
 def make_row(spec, result, total_seconds):
     """One row of the comparison from ``run_recbole_rporec``'s result (peak memory: this process's)."""
     row = {
-        "model": spec["name"], "dataset": spec["dataset"], "seed": spec["seed"],
+        "model": spec["label"], "dataset": spec["dataset"], "seed": spec["seed"],
         **{k: float(v) for k, v in result["test_result"].items()},
         "valid_ndcg@10": float(result["best_valid_result"].get("ndcg@10", float("nan"))),
         "train_seconds": round(result["train_seconds"], 1), "eval_seconds": round(result["eval_seconds"], 1),
@@ -109,19 +112,19 @@ def write_row(spec, result, total_seconds):
     atomic_write_json(spec["out_file"], row)
 
 
-def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None, cached_only=False):
+def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None, cached_only=False, suffix=""):
     """Run (or reuse) every row and seed; returns the list of row dicts. ``cached_only`` reuses finished rows and
     skips the others instead of running them (to write the table of what ran without starting a run)."""
     os.makedirs(os.path.join(out_dir, "rows"), exist_ok=True)
     rows = []
     for name in names:
         for seed in seeds:
-            spec = row_spec(name, dataset, seed, out_dir, config_files, overrides)
+            spec = row_spec(name, dataset, seed, out_dir, config_files, overrides, suffix)
             if not os.path.isfile(spec["out_file"]) and cached_only:
-                print(f"[compare] not run, skipped: {name} seed {seed}", flush=True)
+                print(f"[compare] not run, skipped: {spec['label']} seed {seed}", flush=True)
                 continue
             if not os.path.isfile(spec["out_file"]):
-                print(f"[compare] running {name} seed {seed}: {spec['command']}", flush=True)
+                print(f"[compare] running {spec['label']} seed {seed}: {spec['command']}", flush=True)
                 subprocess.run([sys.executable, "-m", "rporec_recbole.comparison", "--one", json.dumps(spec)],
                                check=True)
             else:
@@ -302,6 +305,9 @@ def main(argv=None):
     parser.add_argument("--seeds", default="2020", help="comma-separated seeds")
     parser.add_argument("--out", default=None, help="output folder (default: saved/compare-<dataset>)")
     parser.add_argument("--config_files", default=None, help="space-separated yaml files for every row")
+    parser.add_argument("--suffix", default="",
+                        help="appended to every row's name, for rows run with extra overrides (e.g. "
+                             "--loss_type=CE --suffix=-CE); the overrides are part of the cache key either way")
     parser.add_argument("--cached-only", action="store_true",
                         help="write the table from the rows that already ran; run none (skipped rows are listed)")
     args, extra = parser.parse_known_args(argv)
@@ -314,7 +320,7 @@ def main(argv=None):
     out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
     config_files = args.config_files.split() if args.config_files else None
     rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
-                    config_files, overrides, args.cached_only)
+                    config_files, overrides, args.cached_only, args.suffix)
     if not rows:
         parser.error(f"no finished rows for these models and seeds in {out_dir}/rows")
     print(write_outputs(rows, out_dir))

@@ -10,7 +10,8 @@ import yaml
 
 from conftest import mini_config
 from rporec_recbole import config
-from rporec_recbole.comparison import main, row_command, row_key, significance, significance_table, summarize
+from rporec_recbole.comparison import (TABLE_METRICS, main, make_row, row_command, row_key, row_spec, significance,
+                                       significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
 
@@ -159,3 +160,18 @@ def test_a_table_without_paired_tests_says_so():
     rows = [{"model": "GRU4Rec", "seed": 2020, "per_user": "g.npz"}]
     assert significance_table([], rows).startswith("No paired tests:")
     assert "| row | against |" not in significance_table([], rows)
+
+
+def test_a_suffix_names_rows_run_with_extra_overrides_apart():
+    """Rows with extra overrides (--loss_type=CE --suffix=-CE) get their own name, file and key, so the table never
+    pools them with the default rows of the same model."""
+    default = row_spec("RPORec-no-reasoning", "ml-100k", 2020, "out")
+    ce = row_spec("RPORec-no-reasoning", "ml-100k", 2020, "out", overrides={"loss_type": "CE"}, suffix="-CE")
+    assert ce["label"] == "RPORec-no-reasoning-CE" and ce["key"] != default["key"]
+    assert os.path.basename(ce["out_file"]) == f"RPORec-no-reasoning-CE-seed2020-{ce['key']}.json"
+    assert "--model=RPORec " in ce["command"] and "--loss_type=CE" in ce["command"]
+    result = {"test_result": {m: 0.1 for m in TABLE_METRICS}, "best_valid_result": {"ndcg@10": 0.2}, "train_seconds": 1.0,
+              "eval_seconds": 1.0, "device": "cpu", "checkpoint": "c", "stage_results": {}}
+    assert make_row(ce, result, 2.0)["model"] == "RPORec-no-reasoning-CE"
+    assert [s["model"] for s in summarize([make_row(default, result, 2.0), make_row(ce, result, 2.0)])] == \
+        ["RPORec-no-reasoning", "RPORec-no-reasoning-CE"]

@@ -251,3 +251,22 @@ def test_model_has_no_bernoulli_dropout_left_and_candidate_scores_equal_full_sco
     for count in (3, model.n_items):  # fewer candidates than items: gathered rows; more: one matmul, then gather
         items = torch.randint(model.n_items, (6, count), generator=generator)
         assert torch.allclose(model.score(users, items), full.gather(1, items), atol=1e-5)
+
+
+def test_cross_entropy_stage1_scores_every_item_without_negative_sampling(mini_movielens, tmp_path):
+    """``loss_type: CE`` (as RecBole's SASRec trains): no negatives are sampled and the loss is the cross entropy of
+    the target against every item's score; a run goes through the runner end to end."""
+    from rporec_recbole.quick_start import load_data
+
+    overrides = {"loss_type": "CE", "use_reasoning": False, "train_batch_size": 64}
+    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    assert config["train_neg_sample_args"]["distribution"] == "none"
+    _, (train_data, _, _) = load_data(config)
+    model = RPORec(config, train_data._dataset).eval()
+    batch = next(iter(train_data))
+    assert model.NEG_ITEM_ID not in batch and len(batch) == 64
+    scores = model.full_sort_predict(batch)
+    expected = torch.nn.functional.cross_entropy(scores, batch[model.POS_ITEM_ID])
+    assert torch.allclose(model.calculate_loss(batch), expected)
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    assert list(result["test_result"]) == METRICS
