@@ -3,12 +3,14 @@
 Each (row, seed) runs in its own process through ``run_recbole_rporec``, so rows cannot leak state into each
 other and each reports its own peak memory. Finished rows are cached as json under ``<out>/rows/``, keyed by
 model, overrides, dataset, seed, config files and the plugin's default yamls for the row (so a changed default
-reruns the rows it applies to), and an interrupted comparison resumes where it stopped.
+reruns the rows it applies to), and an interrupted comparison resumes where it stopped, inside a row too: each row
+keeps its checkpoint under ``<checkpoint_dir>/compare-runs/<row>/`` and goes on from its last finished epoch.
 
     python -m rporec_recbole.comparison --dataset=ml-100k --models=SASRec,GRU4Rec,RPORec-stage1,RPORec
 """
 import argparse
 import csv
+import glob
 import hashlib
 import json
 import os
@@ -17,6 +19,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import yaml
 
 from rporec_recbole.checkpoint import atomic_write_bytes, atomic_write_json
 from rporec_recbole.config import plugin_yamls
@@ -57,12 +61,35 @@ def row_command(name, dataset, seed, config_files, overrides):
     return "python run_recbole_rporec.py " + " ".join(args)
 
 
+def _configured_checkpoint_dir(spec):
+    """The row's ``checkpoint_dir`` as RecBole would resolve it: command-line overrides, then config files."""
+    configured = "saved"
+    for path in spec["config_files"] or []:
+        with open(path) as handle:
+            configured = (yaml.safe_load(handle) or {}).get("checkpoint_dir", configured)
+    return spec["overrides"].get("checkpoint_dir", configured)
+
+
+def row_run_settings(spec):
+    """Where the row's run keeps its checkpoint (one folder per row, seed and key) and, when an earlier run of the
+    row was killed after a finished epoch, ``resume`` from it: a long row loses at most one epoch."""
+    folder = os.path.join(_configured_checkpoint_dir(spec), "compare-runs",
+                          os.path.basename(spec["out_file"])[:-len(".json")])
+    settings = {"checkpoint_dir": folder}
+    started = [os.path.dirname(last) for last in glob.glob(os.path.join(folder, "*", "last"))]
+    if started:
+        settings["resume"] = max(started, key=os.path.getmtime)
+    return settings
+
+
 def _run_one(spec):
     """Child process: run one row and write its result json (peak RSS measured here, in this process only)."""
     from rporec_recbole.quick_start import run_recbole_rporec
 
     model, variant_overrides = resolve_row(spec["name"])
-    config_dict = {**spec["overrides"], **variant_overrides, "seed": spec["seed"]}
+    config_dict = {**spec["overrides"], **variant_overrides, "seed": spec["seed"], **row_run_settings(spec)}
+    if "resume" in config_dict:
+        print(f"[compare] resuming {spec['label']} seed {spec['seed']} from {config_dict['resume']}", flush=True)
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv: the spec is the whole config
     start = time.time()
     result = run_recbole_rporec(model=model, dataset=spec["dataset"], config_file_list=spec["config_files"] or None,
@@ -279,8 +306,6 @@ def write_outputs(rows, out_dir):
 
 def parse_value(text):
     """A command-line value as yaml reads it (numbers, booleans, lists), as RecBole's own parser does."""
-    import yaml
-
     return yaml.safe_load(text)
 
 

@@ -10,8 +10,8 @@ import yaml
 
 from conftest import mini_config
 from rporec_recbole import config
-from rporec_recbole.comparison import (TABLE_METRICS, main, make_row, row_command, row_key, row_spec, significance,
-                                       significance_table, summarize)
+from rporec_recbole.comparison import (TABLE_METRICS, main, make_row, row_command, row_key, row_run_settings, row_spec,
+                                       significance, significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
 
@@ -175,3 +175,21 @@ def test_a_suffix_names_rows_run_with_extra_overrides_apart():
     assert make_row(ce, result, 2.0)["model"] == "RPORec-no-reasoning-CE"
     assert [s["model"] for s in summarize([make_row(default, result, 2.0), make_row(ce, result, 2.0)])] == \
         ["RPORec-no-reasoning", "RPORec-no-reasoning-CE"]
+
+
+def test_a_row_killed_mid_training_resumes_from_its_own_last_epoch(tmp_path):
+    """Each (row, seed, key) keeps its checkpoint in its own folder under the configured checkpoint_dir; a rerun
+    resumes the newest run there that finished an epoch (``last/``), never another row's."""
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump({"checkpoint_dir": str(tmp_path / "ckpt")}))
+    spec = row_spec("SASRec", "ml-100k", 2020, str(tmp_path / "out"), [str(config_file)])
+    other = row_spec("SASRec", "ml-100k", 2021, str(tmp_path / "out"), [str(config_file)])
+    settings = row_run_settings(spec)
+    assert settings == {"checkpoint_dir": str(tmp_path / "ckpt" / "compare-runs" / f"SASRec-seed2020-{spec['key']}")}
+    (tmp_path / "ckpt" / "compare-runs" / f"SASRec-seed2020-{spec['key']}" / "SASRec-a" / "last").mkdir(parents=True)
+    (tmp_path / "ckpt" / "compare-runs" / f"SASRec-seed2020-{spec['key']}" / "SASRec-b").mkdir()  # no epoch done
+    assert row_run_settings(spec)["resume"] == os.path.join(settings["checkpoint_dir"], "SASRec-a")
+    assert "resume" not in row_run_settings(other)
+    overridden = row_spec("SASRec", "ml-100k", 2020, str(tmp_path / "out"), [str(config_file)],
+                          {"checkpoint_dir": str(tmp_path / "cli")})
+    assert row_run_settings(overridden)["checkpoint_dir"].startswith(str(tmp_path / "cli" / "compare-runs"))
