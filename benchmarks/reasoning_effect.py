@@ -35,7 +35,7 @@ def main():
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--reasoning_dir", required=True, help="the run's reasoning_dir (its dataset folder inside)")
     args = parser.parse_args()
-    config, _, (_, _, test_data), model = load_run(args.checkpoint)
+    config, _, (_, _, test_data), model = load_run(args.checkpoint, use_gpu=False)  # scored on CPU tensors
     feat = test_data._dataset.inter_feat
     seq, seq_len, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.POS_ITEM_ID]
     prompts = [model.prompts.build(w) for w in model.windows(seq, seq_len)]

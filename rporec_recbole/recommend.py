@@ -38,7 +38,7 @@ def user_history(dataset, user_token, max_length):
 
 
 def recommend(checkpoint, user, topk=10):
-    config, dataset, _, model = load_run(checkpoint, show_progress=False)
+    config, dataset, _, model = load_run(checkpoint, show_progress=False, use_gpu=False)  # one user: CPU tensors
 
     history = user_history(dataset, user, model.max_seq_length)
     item_seq = torch.zeros(1, model.max_seq_length, dtype=torch.long)
