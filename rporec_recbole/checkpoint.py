@@ -215,6 +215,11 @@ class SafeCheckpointMixin:
         self.start_epoch = meta["epoch"] + 1
         self.cur_step = meta["cur_step"]
         self.best_valid_score = meta["best_valid_score"]
+        if self.cur_step > self.stopping_step:
+            # early stopping fired at that epoch (the process died before the test): train no further epoch
+            self.start_epoch = self.epochs
+            self.logger.info(f"Checkpoint {resume_file} loaded: early stopping had ended its training")
+            return
         self.logger.info(f"Checkpoint {resume_file} loaded: training resumes at epoch {self.start_epoch}")
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):

@@ -171,3 +171,20 @@ def _tuned_reasoning(run_dir, policy):
             with open(os.path.join(os.path.dirname(settings), "reasoning.jsonl")) as handle:
                 return {entry["key"]: entry["text"] for entry in map(json.loads, handle)}
     raise AssertionError(f"no reasoning of policy {policy} in {run_dir}")
+
+
+def test_resume_after_early_stopping_fired_trains_no_further_epoch(mini_movielens, tmp_path):
+    """Regression: a run killed after early stopping fired (before its test) trained one more epoch on resume."""
+    finished = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+        mini_movielens, tmp_path, epochs=2, stopping_step=3))
+    state_file = os.path.join(finished["checkpoint"], "last", "trainer_state.json")
+    state = _read_json(state_file)
+    assert state["epoch"] == 1
+    # the state early stopping leaves after the epoch it fired at: more epochs without improvement than allowed
+    with open(state_file, "w") as handle:
+        json.dump({**state, "cur_step": 4}, handle)
+    resumed = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+        mini_movielens, tmp_path, epochs=6, stopping_step=3, resume=finished["checkpoint"]))
+    assert _read_json(state_file)["epoch"] == 1  # no epoch trained after the one early stopping ended on
+    for metric, value in finished["test_result"].items():
+        assert abs(resumed["test_result"][metric] - value) < 1e-6, metric
