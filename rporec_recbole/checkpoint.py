@@ -218,7 +218,8 @@ class SafeCheckpointMixin:
         if self.cur_step > self.stopping_step:
             # early stopping fired at that epoch (the process died before the test): train no further epoch
             self.start_epoch = self.epochs
-            self.logger.info(f"Checkpoint {resume_file} loaded: early stopping had ended its training")
+        if self.start_epoch >= self.epochs:
+            self.logger.info(f"Checkpoint {resume_file} loaded: its training was over, the best epoch is evaluated")
             return
         self.logger.info(f"Checkpoint {resume_file} loaded: training resumes at epoch {self.start_epoch}")
 
@@ -232,6 +233,11 @@ class SafeCheckpointMixin:
             if callback_fn:
                 callback_fn(epoch, valid_score)
 
+        if self.start_epoch >= self.epochs:
+            # a resumed run whose training was over (every epoch done, or early stopping had fired): RecBole's fit
+            # would save the weights in memory, the last epoch's, over the best epoch's checkpoint
+            self.eval_collector.data_collect(train_data)
+            return self.best_valid_score, self.best_valid_result
         restore_rng(self, train_data)
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 

@@ -2,9 +2,10 @@
 
 Each (row, seed) runs in its own process through ``run_recbole_rporec``, so rows cannot leak state into each
 other and each reports its own peak memory. Finished rows are cached as json under ``<out>/rows/``, keyed by
-model, overrides, dataset, seed, config files and the plugin's default yamls for the row (so a changed default
-reruns the rows it applies to), and an interrupted comparison resumes where it stopped, inside a row too: each row
-keeps its checkpoint under ``<checkpoint_dir>/compare-runs/<row>/`` and goes on from its last finished epoch.
+model, dataset, seed and the values of the row's settings (the plugin's yamls for it, config files, overrides),
+so a changed default reruns the rows it applies to. An interrupted comparison resumes where it stopped, inside a
+row too: each row keeps its checkpoint under ``<checkpoint_dir>/compare-runs/<row>/`` and goes on from its last
+finished epoch.
 
     python -m rporec_recbole.comparison --dataset=ml-100k --models=SASRec,GRU4Rec,RPORec-stage1,RPORec
 """
@@ -42,11 +43,22 @@ def resolve_row(name):
     return VARIANTS.get(name, (name, {}))
 
 
-def row_key(name, dataset, seed, config_files, overrides):
+def row_settings(name, dataset, config_files, overrides):
+    """The settings a row runs with beyond RecBole's own defaults, merged in RecBole's precedence: the plugin's
+    yamls for the row, then config files, then command-line overrides (the variant's last)."""
     model, variant_overrides = resolve_row(name)
-    files = {path: open(path).read() for path in config_files or []}
-    defaults = {os.path.basename(path): open(path).read() for path in plugin_yamls(model, dataset)}
-    blob = json.dumps([model, variant_overrides, overrides, dataset, seed, files, defaults], sort_keys=True,
+    settings = {}
+    for path in plugin_yamls(model, dataset) + list(config_files or []):
+        with open(path) as handle:
+            settings.update(yaml.safe_load(handle) or {})
+    return {**settings, **overrides, **variant_overrides}
+
+
+def row_key(name, dataset, seed, config_files, overrides):
+    """Cache key of a row: its model, dataset, seed and settings' values. Values, not the yamls' text: a comment
+    edit keeps the cached rows, and a default changed in a yaml matches rows that set it explicitly before."""
+    model, _ = resolve_row(name)
+    blob = json.dumps([model, dataset, seed, row_settings(name, dataset, config_files, overrides)], sort_keys=True,
                       default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -332,7 +344,8 @@ def main(argv=None):
     parser.add_argument("--config_files", default=None, help="space-separated yaml files for every row")
     parser.add_argument("--suffix", default="",
                         help="appended to every row's name, for rows run with extra overrides (e.g. "
-                             "--loss_type=CE --suffix=-CE); the overrides are part of the cache key either way")
+                             "--loss_type=sampled_softmax --suffix=-sampled); the overrides are part of the cache "
+                             "key either way")
     parser.add_argument("--cached-only", action="store_true",
                         help="write the table from the rows that already ran; run none (skipped rows are listed)")
     args, extra = parser.parse_known_args(argv)

@@ -40,7 +40,8 @@ class Config(RecBoleConfig):
 
     def _set_default_parameters(self):
         """A cross-entropy sequential model trains without negative sampling: RecBole 1.2.1 refuses its own
-        default ``train_neg_sample_args`` for it, so that default is dropped unless the user set one."""
+        default ``train_neg_sample_args`` for it, so the defaults (RecBole's, and RPORec's negatives for
+        ``loss_type: sampled_softmax``) are dropped unless the user set them."""
         if (self.final_config_dict.get("loss_type") == "CE"
                 and self.internal_config_dict["MODEL_TYPE"] == ModelType.SEQUENTIAL
                 and "train_neg_sample_args" not in self.external_config_dict):

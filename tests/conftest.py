@@ -47,7 +47,7 @@ def mini_config(data_path, tmp_path, **overrides):
         "item_title_field": "movie_title", "item_text_fields": ["release_year", "class"],
         "metrics": ["Recall", "MRR", "NDCG", "Hit"], "topk": [5, 10, 20], "valid_metric": "NDCG@10",
         "epochs": 1, "max_new_tokens": 8, "generation_batch_size": 16, "show_progress": False,
-        "train_batch_size": 64 * 49, "head_layers": 1, "head_heads": 2, "history_window": 5,
+        "train_batch_size": 64, "head_layers": 1, "head_heads": 2, "history_window": 5,
         "log_wandb": False, "state": "WARNING", "rl": False,
     }
     config.update(overrides)

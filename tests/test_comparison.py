@@ -17,7 +17,7 @@ from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
 def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     config_file = tmp_path / "mini.yaml"
-    config_file.write_text(yaml.safe_dump(mini_config(mini_movielens, tmp_path, train_batch_size=64 * 49)))
+    config_file.write_text(yaml.safe_dump(mini_config(mini_movielens, tmp_path)))
     out = tmp_path / "compare"
     argv = ["--models=SASRec,RPORec-no-reasoning", "--dataset=ml-mini", f"--out={out}",
             f"--config_files={config_file}", "--epochs=1"]
@@ -104,6 +104,12 @@ def test_row_key_follows_the_plugin_defaults_that_apply_to_the_row(tmp_path, mon
     rporec = keys()[0]
     dataset_yaml.write_text("topk: [20]\n")
     assert keys()[0] != rporec and keys()[1] != sasrec  # a dataset default applies to every model on it
+    rporec = keys()[0]
+    model_yaml.write_text("# a comment\nepochs: 11  # the same value\n")
+    assert keys()[0] == rporec  # the key follows values, not the yaml's text
+    model_yaml.write_text("epochs: 12\n")
+    explicit = row_key("RPORec-stage1", "ml-mini", 2020, None, {"epochs": 11})
+    assert explicit == rporec  # a row that sets the old default explicitly is still the row that ran with it
 
 
 def _rec_topk(hit_ranks, max_k=20):
@@ -163,18 +169,19 @@ def test_a_table_without_paired_tests_says_so():
 
 
 def test_a_suffix_names_rows_run_with_extra_overrides_apart():
-    """Rows with extra overrides (--loss_type=CE --suffix=-CE) get their own name, file and key, so the table never
-    pools them with the default rows of the same model."""
+    """Rows with extra overrides (--loss_type=sampled_softmax --suffix=-sampled) get their own name, file and key, so
+    the table never pools them with the default rows of the same model."""
     default = row_spec("RPORec-no-reasoning", "ml-100k", 2020, "out")
-    ce = row_spec("RPORec-no-reasoning", "ml-100k", 2020, "out", overrides={"loss_type": "CE"}, suffix="-CE")
-    assert ce["label"] == "RPORec-no-reasoning-CE" and ce["key"] != default["key"]
-    assert os.path.basename(ce["out_file"]) == f"RPORec-no-reasoning-CE-seed2020-{ce['key']}.json"
-    assert "--model=RPORec " in ce["command"] and "--loss_type=CE" in ce["command"]
+    sampled = row_spec("RPORec-no-reasoning", "ml-100k", 2020, "out", overrides={"loss_type": "sampled_softmax"},
+                       suffix="-sampled")
+    assert sampled["label"] == "RPORec-no-reasoning-sampled" and sampled["key"] != default["key"]
+    assert os.path.basename(sampled["out_file"]) == f"RPORec-no-reasoning-sampled-seed2020-{sampled['key']}.json"
+    assert "--model=RPORec " in sampled["command"] and "--loss_type=sampled_softmax" in sampled["command"]
     result = {"test_result": {m: 0.1 for m in TABLE_METRICS}, "best_valid_result": {"ndcg@10": 0.2}, "train_seconds": 1.0,
               "eval_seconds": 1.0, "device": "cpu", "checkpoint": "c", "stage_results": {}}
-    assert make_row(ce, result, 2.0)["model"] == "RPORec-no-reasoning-CE"
-    assert [s["model"] for s in summarize([make_row(default, result, 2.0), make_row(ce, result, 2.0)])] == \
-        ["RPORec-no-reasoning", "RPORec-no-reasoning-CE"]
+    assert make_row(sampled, result, 2.0)["model"] == "RPORec-no-reasoning-sampled"
+    assert [s["model"] for s in summarize([make_row(default, result, 2.0), make_row(sampled, result, 2.0)])] == \
+        ["RPORec-no-reasoning", "RPORec-no-reasoning-sampled"]
 
 
 def test_a_row_killed_mid_training_resumes_from_its_own_last_epoch(tmp_path):

@@ -128,8 +128,9 @@ def test_reasoning_mask_stops_where_think_closes(tokenizer):
 
 RL_RUN = dict(rl=True, rl_steps=2, rl_save_step=1, rl_prompts_per_step=2, rl_num_generations=2,
               rl_max_completion_length=4, rl_summary_max_tokens=4, rl_eval_step=2, rl_eval_samples=4,
+              loss_type="sampled_softmax", train_batch_size=256 * 4, use_collaborative=False,  # cheap stage 1
               train_neg_sample_args={"distribution": "uniform", "sample_num": 4, "alpha": 1.0, "dynamic": False,
-                                     "candidate_num": 0}, train_batch_size=256 * 4, use_collaborative=False)  # cheap stage 1
+                                     "candidate_num": 0})
 
 
 def run_and_keep_trainer(monkeypatch, config):

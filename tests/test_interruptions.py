@@ -173,18 +173,23 @@ def _tuned_reasoning(run_dir, policy):
     raise AssertionError(f"no reasoning of policy {policy} in {run_dir}")
 
 
-def test_resume_after_early_stopping_fired_trains_no_further_epoch(mini_movielens, tmp_path):
-    """Regression: a run killed after early stopping fired (before its test) trained one more epoch on resume."""
+def test_resuming_a_finished_training_tests_the_best_epoch_and_trains_no_further(mini_movielens, tmp_path):
+    """Regressions: a run killed after early stopping fired (before its test) trained one more epoch on resume, and
+    resuming a run whose training was over saved its last epoch's weights over the best epoch's (RecBole's fit)."""
     finished = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
-        mini_movielens, tmp_path, epochs=2, stopping_step=3))
+        mini_movielens, tmp_path, epochs=3, stopping_step=3))
     state_file = os.path.join(finished["checkpoint"], "last", "trainer_state.json")
     state = _read_json(state_file)
-    assert state["epoch"] == 1
-    # the state early stopping leaves after the epoch it fired at: more epochs without improvement than allowed
-    with open(state_file, "w") as handle:
-        json.dump({**state, "cur_step": 4}, handle)
-    resumed = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
-        mini_movielens, tmp_path, epochs=6, stopping_step=3, resume=finished["checkpoint"]))
-    assert _read_json(state_file)["epoch"] == 1  # no epoch trained after the one early stopping ended on
-    for metric, value in finished["test_result"].items():
-        assert abs(resumed["test_result"][metric] - value) < 1e-6, metric
+    assert state["epoch"] == 2
+    with open(os.path.join(finished["checkpoint"], "trainer_state.json")) as handle:
+        assert json.load(handle)["epoch"] < 2, "the test needs a best epoch before the last one (fixed seed)"
+    for epochs in (3, 6):  # all epochs done; more epochs configured, but early stopping had fired
+        if epochs == 6:  # the state early stopping leaves: more epochs without improvement than allowed
+            with open(state_file, "w") as handle:
+                json.dump({**state, "cur_step": 4}, handle)
+        resumed = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
+            mini_movielens, tmp_path, epochs=epochs, stopping_step=3, resume=finished["checkpoint"]))
+        assert _read_json(state_file)["epoch"] == 2  # no epoch trained after the last one
+        for metric, value in finished["test_result"].items():
+            assert abs(resumed["test_result"][metric] - value) < 1e-6, metric
+        assert resumed["best_valid_result"] == finished["best_valid_result"]

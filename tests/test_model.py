@@ -87,7 +87,7 @@ def test_config_reads_plugin_yamls_and_leaves_cuda_alone(monkeypatch, mini_movie
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     config = Config(model="RPORec", dataset="ml-100k", config_dict={"history_window": 7})
     assert config["history_window"] == 7  # config dict beats the plugin yaml
-    assert config["loss_type"] == "sampled_softmax"  # from properties/RPORec.yaml
+    assert config["loss_type"] == "CE"  # from properties/RPORec.yaml
     assert config["item_title_field"] == "movie_title"  # from properties/dataset/ml-100k.yaml
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "3"
     assert config["device"] == torch.device("cpu")
@@ -251,6 +251,26 @@ def test_model_has_no_bernoulli_dropout_left_and_candidate_scores_equal_full_sco
     for count in (3, model.n_items):  # fewer candidates than items: gathered rows; more: one matmul, then gather
         items = torch.randint(model.n_items, (6, count), generator=generator)
         assert torch.allclose(model.score(users, items), full.gather(1, items), atol=1e-5)
+
+
+def test_sampled_softmax_stage1_is_cross_entropy_over_the_target_and_its_negatives(mini_movielens, tmp_path):
+    """``loss_type: sampled_softmax`` (the paper): RecBole's sampler tiles each batch once per negative, and the loss
+    is the cross entropy of the target against its 49 uniform negatives' scores (the target in column 0)."""
+    from rporec_recbole.quick_start import load_data
+
+    overrides = {"loss_type": "sampled_softmax", "use_reasoning": False, "train_batch_size": 8 * 49}
+    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    assert config["train_neg_sample_args"]["sample_num"] == 49
+    _, (train_data, _, _) = load_data(config)
+    model = RPORec(config, train_data._dataset).eval()
+    batch = next(iter(train_data))
+    assert len(batch) == 8 * 49
+    positives, negatives = batch[model.POS_ITEM_ID][:8], batch[model.NEG_ITEM_ID].view(49, 8).T
+    assert (positives.repeat(49) == batch[model.POS_ITEM_ID]).all()  # the same 8 samples, tiled per negative
+    scores = model.full_sort_predict(batch[:8])
+    candidate_scores = scores.gather(1, torch.cat([positives.unsqueeze(1), negatives], dim=1))
+    expected = torch.nn.functional.cross_entropy(candidate_scores, torch.zeros(8, dtype=torch.long))
+    assert torch.allclose(model.calculate_loss(batch), expected, atol=1e-5)
 
 
 def test_cross_entropy_stage1_scores_every_item_without_negative_sampling(mini_movielens, tmp_path):
