@@ -224,6 +224,30 @@ ABLATION_PAIRS = [
 ]
 
 
+def _variant_and_suffix(name):
+    """``(variant, suffix)`` of a row name that extends a named RPORec variant (the longest that matches), else
+    None: "RPORec-stage1-sampled" -> ("RPORec-stage1", "-sampled")."""
+    matches = [v for v in VARIANTS if name == v or name.startswith(v + "-")]
+    if not matches:
+        return None
+    variant = max(matches, key=len)
+    return variant, name[len(variant):]
+
+
+def ablation_pairs(names):
+    """``ABLATION_PAIRS`` within each family of rows that share a suffix (rows run with the same extra overrides),
+    then each suffixed row against its default row (do the overrides help?)."""
+    parsed = [_variant_and_suffix(name[:-len(" stage 1")] if name.endswith(" stage 1") else name) for name in names]
+    suffixes = sorted({found[1] for found in parsed if found})
+    with_suffix = lambda name, suffix: (name[:-len(" stage 1")] + suffix + " stage 1" if name.endswith(" stage 1")
+                                        else name + suffix)
+    pairs = [(with_suffix(row, suffix), with_suffix(against, suffix))
+             for suffix in suffixes for row, against in ABLATION_PAIRS]
+    suffixed = sorted(found for found in parsed if found and found[1])
+    pairs += [(variant + suffix, variant) for variant, suffix in suffixed]
+    return pairs
+
+
 def per_user_results(rows, out_dir, k=10):
     """{row name: {seed: {user: NDCG@k}}} of the rows that kept per-user results (an RL row adds its stage 1)."""
     results = {}
@@ -244,13 +268,13 @@ def _mean_over_seeds(by_seed, seeds):
 
 
 def significance(rows, summary, out_dir, k=10):
-    """Paired t-tests on per-user NDCG@k: each RPORec row against the best baseline, then ``ABLATION_PAIRS``.
+    """Paired t-tests on per-user NDCG@k: each RPORec row against the best baseline, then ``ablation_pairs``.
     A user's value is averaged over the seeds both rows ran, so each test pairs the same users and seeds."""
     results = per_user_results(rows, out_dir, k)
     base = best_baseline(summary)
     pairs = [(name, base["model"]) for name in results if base and name.startswith("RPORec")]
     tests = []
-    for row, against in pairs + ABLATION_PAIRS:
+    for row, against in pairs + ablation_pairs(results):
         seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())
         if not seeds:
             continue

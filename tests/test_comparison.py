@@ -128,6 +128,9 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
         ("SASRec", 2020): np.tile([3, 6], 100), ("SASRec", 2021): np.tile([6, 3], 100),
         ("RPORec", 2020): np.tile([1, 2], 100), ("RPORec", 2021): np.tile([1, 2], 100),
         ("RPORec-no-reasoning", 2020): np.tile([2, 4], 100), ("RPORec-no-semantic", 2020): np.tile([2, 5], 100),
+        # a family run with extra overrides (--suffix=-sampled)
+        ("RPORec-no-reasoning-sampled", 2020): np.tile([1, 4], 100),
+        ("RPORec-no-semantic-sampled", 2020): np.tile([1, 5], 100),
     }
     ndcg = {rank: 1 / np.log2(rank + 1) for rank in range(1, 7)}
     rows = []
@@ -146,8 +149,13 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     del rows[-1]["per_user"]
     tests = {(t["row"], t["against"]): t for t in significance(rows, summarize(rows), str(tmp_path))}
     assert list(tests) == [("RPORec", "SASRec"), ("RPORec stage 1", "SASRec"), ("RPORec-no-reasoning", "SASRec"),
-                           ("RPORec-no-semantic", "SASRec"), ("RPORec", "RPORec stage 1"),
-                           ("RPORec stage 1", "RPORec-no-reasoning"), ("RPORec-no-reasoning", "RPORec-no-semantic")]
+                           ("RPORec-no-semantic", "SASRec"), ("RPORec-no-reasoning-sampled", "SASRec"),
+                           ("RPORec-no-semantic-sampled", "SASRec"), ("RPORec", "RPORec stage 1"),
+                           ("RPORec stage 1", "RPORec-no-reasoning"), ("RPORec-no-reasoning", "RPORec-no-semantic"),
+                           # the same questions within the family, then each of its rows against its default row
+                           ("RPORec-no-reasoning-sampled", "RPORec-no-semantic-sampled"),
+                           ("RPORec-no-reasoning-sampled", "RPORec-no-reasoning"),
+                           ("RPORec-no-semantic-sampled", "RPORec-no-semantic")]
     assert tests[("RPORec", "SASRec")]["seeds"] == [2020, 2021] and tests[("RPORec", "SASRec")]["users"] == 200
     assert tests[("RPORec", "SASRec")]["ndcg@10"] == pytest.approx((ndcg[1] + ndcg[2]) / 2)
     # SASRec's seeds swap which users get rank 3 and 6: averaged over seeds every user has the same value
@@ -159,6 +167,9 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert no_reasoning["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[4]) / 2)
     prompt_text = tests[("RPORec-no-reasoning", "RPORec-no-semantic")]
     assert prompt_text["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[5]) / 2)
+    overrides = tests[("RPORec-no-semantic-sampled", "RPORec-no-semantic")]
+    assert overrides["ndcg@10"] == pytest.approx((ndcg[1] + ndcg[5]) / 2)
+    assert overrides["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[5]) / 2)
 
 
 def test_a_table_without_paired_tests_says_so():
