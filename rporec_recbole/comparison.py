@@ -56,7 +56,8 @@ def row_settings(name, dataset, config_files, overrides):
 
 def row_key(name, dataset, seed, config_files, overrides):
     """Cache key of a row: its model, dataset, seed and settings' values. Values, not the yamls' text: a comment
-    edit keeps the cached rows, and a default changed in a yaml matches rows that set it explicitly before."""
+    edit keeps the cached rows, and after a default changes, a row that states the old value is the row that ran
+    with it."""
     model, _ = resolve_row(name)
     blob = json.dumps([model, dataset, seed, row_settings(name, dataset, config_files, overrides)], sort_keys=True,
                       default=str)
@@ -234,14 +235,18 @@ def _variant_and_suffix(name):
     return variant, name[len(variant):]
 
 
+def _with_suffix(name, suffix):
+    """``name + suffix``, the suffix before " stage 1" in an RL row's stage-1 name."""
+    stage1 = " stage 1"
+    return name[:-len(stage1)] + suffix + stage1 if name.endswith(stage1) else name + suffix
+
+
 def ablation_pairs(names):
     """``ABLATION_PAIRS`` within each family of rows that share a suffix (rows run with the same extra overrides),
     then each suffixed row against its default row (do the overrides help?)."""
-    parsed = [_variant_and_suffix(name[:-len(" stage 1")] if name.endswith(" stage 1") else name) for name in names]
+    parsed = [_variant_and_suffix(name.removesuffix(" stage 1")) for name in names]
     suffixes = sorted({found[1] for found in parsed if found})
-    with_suffix = lambda name, suffix: (name[:-len(" stage 1")] + suffix + " stage 1" if name.endswith(" stage 1")
-                                        else name + suffix)
-    pairs = [(with_suffix(row, suffix), with_suffix(against, suffix))
+    pairs = [(_with_suffix(row, suffix), _with_suffix(against, suffix))
              for suffix in suffixes for row, against in ABLATION_PAIRS]
     suffixed = sorted(found for found in parsed if found and found[1])
     pairs += [(variant + suffix, variant) for variant, suffix in suffixed]
