@@ -11,10 +11,11 @@ its stage-2 test needs the tuned policy, which a stage-1 checkpoint does not hol
 import argparse
 import json
 import os
+import shlex
 import sys
 
 from rporec_recbole.checkpoint import atomic_write_json, load_config_dict, release_unused_folder
-from rporec_recbole.comparison import resolve_row
+from rporec_recbole.comparison import parse_overrides
 from rporec_recbole.per_user import PerUserRecorder, save_per_user
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.registry import get_trainer
@@ -30,7 +31,8 @@ def main():
     saved = load_config_dict(args.checkpoint)
     if saved.get("rl"):
         sys.exit("refused: the row ran RL; its stage-2 test needs the tuned policy")
-    if (saved["model"], saved["dataset"], saved["seed"]) != (resolve_row(row["model"])[0], row["dataset"], row["seed"]):
+    model = parse_overrides(shlex.split(row["command"])[2:])[0]["model"]  # a row's name may carry a --suffix
+    if (saved["model"], saved["dataset"], saved["seed"]) != (model, row["dataset"], row["seed"]):
         sys.exit(f"refused: the checkpoint is {saved['model']} on {saved['dataset']}, seed {saved['seed']}")
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
     config, _, (_, _, test_data), model = load_run(args.checkpoint)
