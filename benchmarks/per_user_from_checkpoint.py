@@ -31,8 +31,8 @@ def main():
     saved = load_config_dict(args.checkpoint)
     if saved.get("rl"):
         sys.exit("refused: the row ran RL; its stage-2 test needs the tuned policy")
-    model = parse_overrides(shlex.split(row["command"])[2:])[0]["model"]  # a row's name may carry a --suffix
-    if (saved["model"], saved["dataset"], saved["seed"]) != (model, row["dataset"], row["seed"]):
+    row_model = parse_overrides(shlex.split(row["command"])[2:])[0]["model"]  # a row's name may carry a --suffix
+    if (saved["model"], saved["dataset"], saved["seed"]) != (row_model, row["dataset"], row["seed"]):
         sys.exit(f"refused: the checkpoint is {saved['model']} on {saved['dataset']}, seed {saved['seed']}")
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
     config, _, (_, _, test_data), model = load_run(args.checkpoint)
