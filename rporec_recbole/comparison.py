@@ -74,19 +74,12 @@ def row_command(name, dataset, seed, config_files, overrides):
     return "python run_recbole_rporec.py " + " ".join(args)
 
 
-def _configured_checkpoint_dir(spec):
-    """The row's ``checkpoint_dir`` as RecBole would resolve it: command-line overrides, then config files."""
-    configured = "saved"
-    for path in spec["config_files"] or []:
-        with open(path) as handle:
-            configured = (yaml.safe_load(handle) or {}).get("checkpoint_dir", configured)
-    return spec["overrides"].get("checkpoint_dir", configured)
-
-
 def row_run_settings(spec):
-    """Where the row's run keeps its checkpoint (one folder per row, seed and key) and, when an earlier run of the
-    row was killed after a finished epoch, ``resume`` from it: a long row loses at most one epoch."""
-    folder = os.path.join(_configured_checkpoint_dir(spec), "compare-runs",
+    """Where the row's run keeps its checkpoint (one folder per row, seed and key, under its configured
+    ``checkpoint_dir``) and, when an earlier run of the row was killed after a finished epoch, ``resume`` from it:
+    a long row loses at most one epoch."""
+    configured = row_settings(spec["name"], spec["dataset"], spec["config_files"], spec["overrides"])
+    folder = os.path.join(configured.get("checkpoint_dir", "saved"), "compare-runs",
                           os.path.basename(spec["out_file"])[:-len(".json")])
     settings = {"checkpoint_dir": folder}
     started = [os.path.dirname(last) for last in glob.glob(os.path.join(folder, "*", "last"))]
