@@ -298,7 +298,8 @@ def significance_table(tests, rows, k=10):
     return "\n".join(lines) + "\n"
 
 
-def bar_chart(summary, path):
+def chart_figure(summary):
+    """Horizontal bars of test NDCG@10 and Recall@10 (one row per model, so long row names never overlap)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -306,16 +307,27 @@ def bar_chart(summary, path):
 
     names = [s["model"] for s in summary]
     base = best_baseline(summary)
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(names)), 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 1.2 + 0.32 * len(names)), sharey=True)
+    positions = range(len(names))
+    colors = ["tab:orange" if n.startswith("RPORec") else "tab:blue" for n in names]
     for ax, metric in zip(axes, ["ndcg@10", "recall@10"]):
-        colors = ["tab:orange" if n.startswith("RPORec") else "tab:blue" for n in names]
-        ax.bar(names, [s[metric] for s in summary], yerr=[s[metric + "_std"] for s in summary], color=colors)
+        ax.barh(positions, [s[metric] for s in summary], xerr=[s[metric + "_std"] for s in summary], color=colors)
+        title = f"test {metric.upper()}"
         if base:
-            ax.axhline(base[metric], color="gray", linestyle="--", label=f"best baseline ({base['model']})")
-            ax.legend(fontsize=8)
-        ax.set_title(f"test {metric.upper()}")
-        ax.tick_params(axis="x", rotation=30, labelsize=8)
+            ax.axvline(base[metric], color="gray", linestyle="--")
+            title += f"\n(dashed: best baseline, {base['model']} {base[metric]:.4f})"
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="y", labelsize=8)
+    axes[0].set_yticks(list(positions), names)
+    axes[0].invert_yaxis()  # the table's first row on top
     fig.tight_layout()
+    return fig
+
+
+def bar_chart(summary, path):
+    import matplotlib.pyplot as plt
+
+    fig = chart_figure(summary)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

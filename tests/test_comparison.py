@@ -10,7 +10,7 @@ import yaml
 
 from conftest import mini_config
 from rporec_recbole import config
-from rporec_recbole.comparison import (TABLE_METRICS, main, make_row, row_command, row_key, row_run_settings, row_spec,
+from rporec_recbole.comparison import (TABLE_METRICS, chart_figure, main, make_row, row_command, row_key, row_run_settings, row_spec,
                                        significance, significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
@@ -215,3 +215,17 @@ def test_a_row_killed_mid_training_resumes_from_its_own_last_epoch(tmp_path):
     overridden = row_spec("SASRec", "ml-100k", 2020, str(tmp_path / "out"), [str(config_file)],
                           {"checkpoint_dir": str(tmp_path / "cli")})
     assert row_run_settings(overridden)["checkpoint_dir"].startswith(str(tmp_path / "cli" / "compare-runs"))
+
+
+def test_chart_labels_of_many_long_row_names_do_not_overlap():
+    # regression: vertical bars with 11+ rows printed their rotated names on top of each other
+    names = ["SASRec", "GRU4Rec"] + [f"RPORec-no-{part}-sampled" for part in
+                                     ("reasoning", "semantic", "collaborative")] + [f"RPORec-row-{i}" for i in range(10)]
+    summary = [{"model": n, "seeds": [2020], "ndcg@10": 0.05, "ndcg@10_std": 0.0, "recall@10": 0.1,
+                "recall@10_std": 0.0} for n in names]
+    fig = chart_figure(summary)
+    renderer = fig.canvas.get_renderer()
+    boxes = [label.get_window_extent(renderer) for label in fig.axes[0].get_yticklabels()]
+    assert [label.get_text() for label in fig.axes[0].get_yticklabels()] == names
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(box.x0 >= 0 for box in boxes)  # none cut off at the figure's left edge
