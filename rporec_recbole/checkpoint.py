@@ -8,6 +8,7 @@ torn by a crash is detected and refused instead of being loaded as garbage.
 import hashlib
 import json
 import os
+import time
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -180,6 +181,9 @@ class SafeCheckpointMixin:
         base = os.path.splitext(self.saved_model_file)[0]
         # one writer per machine; under ``accelerate launch`` the RPORec trainer hands its name to the others
         self.saved_model_file = claim_checkpoint_folder(base) if config["local_rank"] == 0 else base
+        # training time of the epochs a resumed run inherits (kept in ``last/``), so a row killed and resumed
+        # reports the time of all its epochs, not only those of its last process
+        self.train_seconds_before_resume = 0.0
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -205,6 +209,7 @@ class SafeCheckpointMixin:
             model_state, optimizer_state, meta, rng_tensors = last
             self._pending_rng = (rng_tensors, meta["rng"])
             self.best_valid_result = meta["best_valid_result"] or None
+            self.train_seconds_before_resume = meta.get("train_seconds", 0.0)
         if meta.get("model", self.config["model"]).lower() != self.config["model"].lower():
             raise ValueError(f"Checkpoint {resume_file} belongs to model {meta['model']}, not {self.config['model']}.")
         release_unused_folder(self.saved_model_file)
@@ -239,7 +244,12 @@ class SafeCheckpointMixin:
             self.eval_collector.data_collect(train_data)
             return self.best_valid_score, self.best_valid_result
         restore_rng(self, train_data)
+        self.fit_started = time.time()
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
+
+    def train_seconds_so_far(self):
+        """Seconds of training since the run first started, over every process that resumed it."""
+        return self.train_seconds_before_resume + time.time() - self.fit_started
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -121,9 +121,11 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, saved=saved,
                                                       show_progress=config["show_progress"])
     train_seconds = time.time() - start
+    eval_start = time.time()
     recorder = PerUserRecorder(trainer)  # after training: only the test evaluation(s) are kept
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
-    eval_seconds = time.time() - start - train_seconds
+    eval_seconds = time.time() - eval_start
+    train_seconds += getattr(trainer, "train_seconds_before_resume", 0.0)  # epochs of earlier processes
     if not saved:
         release_unused_folder(trainer.saved_model_file)
 

@@ -86,6 +86,9 @@ def test_resumed_stage1_matches_an_uninterrupted_run(mini_movielens, tmp_path):
     for metric, value in uninterrupted["test_result"].items():
         assert abs(resumed["test_result"][metric] - value) < 1e-6, metric
     assert resumed["best_valid_result"] == uninterrupted["best_valid_result"]
+    # regression: a resumed run reported only its own process's training time, not that of the epochs it inherited
+    assert 0 < last_state["train_seconds"] <= first_part["train_seconds"]
+    assert resumed["train_seconds"] > last_state["train_seconds"]
 
 
 def test_kill_during_stage1_then_resume_continues_from_the_last_epoch(mini_movielens, tmp_path):
@@ -193,3 +196,5 @@ def test_resuming_a_finished_training_tests_the_best_epoch_and_trains_no_further
         for metric, value in finished["test_result"].items():
             assert abs(resumed["test_result"][metric] - value) < 1e-6, metric
         assert resumed["best_valid_result"] == finished["best_valid_result"]
+        # nothing trained in this process: the row's training time is that of the epochs it inherited
+        assert resumed["train_seconds"] >= state["train_seconds"] > 0
