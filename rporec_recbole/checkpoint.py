@@ -184,6 +184,7 @@ class SafeCheckpointMixin:
         # training time of the epochs a resumed run inherits (kept in ``last/``), so a row killed and resumed
         # reports the time of all its epochs, not only those of its last process
         self.train_seconds_before_resume = 0.0
+        self.fit_started = None  # set by the first fit of the run (RPORec's starts before reasoning generation)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
@@ -244,7 +245,7 @@ class SafeCheckpointMixin:
             self.eval_collector.data_collect(train_data)
             return self.best_valid_score, self.best_valid_result
         restore_rng(self, train_data)
-        self.fit_started = time.time()
+        self.fit_started = self.fit_started or time.time()
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 
     def train_seconds_so_far(self):

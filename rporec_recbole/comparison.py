@@ -266,11 +266,12 @@ def _mean_over_seeds(by_seed, seeds):
 
 
 def significance(rows, summary, out_dir, k=10):
-    """Paired t-tests on per-user NDCG@k: each RPORec row against the best baseline, then ``ablation_pairs``.
-    A user's value is averaged over the seeds both rows ran, so each test pairs the same users and seeds."""
+    """Paired t-tests on per-user NDCG@k: each RPORec row against each baseline (the best first: which one is best
+    can hang on a seed), then ``ablation_pairs``. A user's value is averaged over the seeds both rows ran, so each
+    test pairs the same users and seeds."""
     results = per_user_results(rows, out_dir, k)
-    base = best_baseline(summary)
-    pairs = [(name, base["model"]) for name in results if base and name.startswith("RPORec")]
+    baselines = sorted((s for s in summary if not s["model"].startswith("RPORec")), key=lambda s: -s["ndcg@10"])
+    pairs = [(name, base["model"]) for base in baselines for name in results if name.startswith("RPORec")]
     tests = []
     for row, against in pairs + ablation_pairs(results):
         seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())

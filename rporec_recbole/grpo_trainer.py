@@ -491,16 +491,18 @@ def _plain(value):
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
-def save_rl_checkpoint(folder, grpo, rec_model, config, history):
+def save_rl_checkpoint(folder, grpo, rec_model, config, history, train_seconds):
     """Write ``folder`` atomically: RecHead (model.safetensors), RL optimizer, policy/ (adapter or weights),
-    config.yaml and trainer_state.json (step, reward history, policy fingerprint). Older step folders are removed."""
+    config.yaml and trainer_state.json (step, reward history, policy fingerprint, the run's training seconds so
+    far). Older step folders are removed."""
     tmp = f"{folder}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     grpo.pair.save(os.path.join(tmp, "policy"))
     atomic_write_bytes(os.path.join(tmp, "config.yaml"),
                        yaml.safe_dump(_plain(dict(config.final_config_dict)), sort_keys=True).encode())
     save_checkpoint(tmp, rec_model.state_dict(), grpo.optimizer, {**grpo.state(), "history": history,
-                                                                  "model": config["model"]})
+                                                                  "model": config["model"],
+                                                                  "train_seconds": train_seconds})
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     parent, name = os.path.split(folder)
@@ -510,7 +512,8 @@ def save_rl_checkpoint(folder, grpo, rec_model, config, history):
 
 
 def load_rl_checkpoint(folder, grpo, rec_model):
-    """Restore RecHead, policy, optimizer and step from ``folder``; returns the recorded per-step history."""
+    """Restore RecHead, policy, optimizer and step from ``folder``; returns the checkpoint's trainer state
+    (per-step ``history``, ``train_seconds``)."""
     model_state, optimizer_state, meta = load_checkpoint(folder)
     rec_model.load_state_dict(model_state)
     grpo.pair.load(os.path.join(folder, "policy"))
@@ -518,7 +521,7 @@ def load_rl_checkpoint(folder, grpo, rec_model):
     grpo.step, grpo.nonfinite_in_a_row = meta["step"], meta["nonfinite_in_a_row"]
     if grpo.pair.fingerprint() != meta["policy"]:
         raise ValueError(f"policy weights in {folder} do not match the fingerprint recorded with them")
-    return meta["history"]
+    return meta
 
 
 # ----- the stage -------------------------------------------------------------------------------------------------
@@ -536,7 +539,10 @@ def run_rl_stage(trainer, train_data):
                                config["rl_rank_over"], config["rl_rank_negatives"], config["seed"])
     history = []
     if config["rl_resume_checkpoint"]:
-        history = load_rl_checkpoint(config["rl_resume_checkpoint"], grpo, model)
+        state = load_rl_checkpoint(config["rl_resume_checkpoint"], grpo, model)
+        history = state["history"]
+        # the training time of the processes before this one (stage 1 included), so the run reports all of it
+        trainer.train_seconds_before_resume = state.get("train_seconds", 0.0)
         trainer.logger.info(f"RL resumed at step {grpo.step} from {config['rl_resume_checkpoint']}")
     folder = os.path.join(config["checkpoint_dir"], os.path.basename(trainer.saved_model_file) + "-rl")
     trainer.rl_checkpoint_dir = folder
@@ -559,7 +565,8 @@ def run_rl_stage(trainer, train_data):
                                  f"row (the policy keeps its last good weights)")
             last = True
         if acc.is_main_process and (last or grpo.step % config["rl_save_step"] == 0):
-            save_rl_checkpoint(os.path.join(folder, f"step-{grpo.step:06d}"), grpo, model, config, history)
+            save_rl_checkpoint(os.path.join(folder, f"step-{grpo.step:06d}"), grpo, model, config, history,
+                               trainer.train_seconds_so_far())
         acc.wait_for_everyone()
         if last:
             break

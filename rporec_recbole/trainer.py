@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from contextlib import contextmanager
 from datetime import timedelta
 
@@ -281,6 +282,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
 
     # ----- RecBole hooks ---------------------------------------------------------------------------------
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        self.fit_started = time.time()  # reasoning generation counts as training time, as in quick_start's total
         self._valid_data = valid_data
         self.prepare_training_reasoning(train_data)
         if valid_data:

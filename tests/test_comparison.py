@@ -124,8 +124,8 @@ def _rec_topk(hit_ranks, max_k=20):
 
 
 def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
-    """RPORec rows against the best baseline and the ablation pairs, an RL row's stage 1 among them; per-user
-    values averaged over the seeds both rows ran."""
+    """RPORec rows against each baseline and the ablation pairs, an RL row's stage 1 among them; per-user values
+    averaged over the seeds both rows ran."""
     (tmp_path / "rows").mkdir()
     users = np.arange(1, 201)
     ranks = {  # (model, seed): the rank each user's target got
@@ -152,6 +152,10 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     rows.append({**rows[0], "model": "GRU4Rec", "ndcg@10": 0.01})  # a weaker baseline without per-user results
     del rows[-1]["per_user"]
     tests = {(t["row"], t["against"]): t for t in significance(rows, summarize(rows), str(tmp_path))}
+    with_results = significance(rows[:-1] + [{**rows[0], "model": "GRU4Rec", "ndcg@10": 0.01}], summarize(rows),
+                                str(tmp_path))
+    against = [t["against"] for t in with_results if t["row"] == "RPORec-no-reasoning"]
+    assert against[:2] == ["SASRec", "GRU4Rec"]  # every baseline with per-user results, the best first
     assert list(tests) == [("RPORec", "SASRec"), ("RPORec stage 1", "SASRec"), ("RPORec-no-reasoning", "SASRec"),
                            ("RPORec-no-semantic", "SASRec"), ("RPORec-no-reasoning-sampled", "SASRec"),
                            ("RPORec-no-semantic-sampled", "SASRec"), ("RPORec", "RPORec stage 1"),

@@ -148,11 +148,12 @@ def test_resumed_rl_matches_an_uninterrupted_run(mini_movielens, tmp_path, monke
     def run(folder, steps, **extra):
         config = {**RL_RUN, "rl_eval_step": 0, "rl_learning_rate": 1e-2, "rl_max_completion_length": 6,
                   "rl_steps": steps, **extra}
-        return run_and_keep_trainer(monkeypatch, mini_config(mini_movielens, tmp_path / folder, **config))[1]
+        return run_and_keep_trainer(monkeypatch, mini_config(mini_movielens, tmp_path / folder, **config))
 
-    full = run("full", 4)
-    part = run("part", 2)
-    resumed = run("part", 4, rl_resume_checkpoint=os.path.join(part.rl_checkpoint_dir, "step-000002"))
+    _, full = run("full", 4)
+    _, part = run("part", 2)
+    checkpoint = os.path.join(part.rl_checkpoint_dir, "step-000002")
+    resumed_result, resumed = run("part", 4, rl_resume_checkpoint=checkpoint)
     trained = dict(full.rl.pair.policy.named_parameters())
     after_two_steps = dict(part.rl.pair.policy.named_parameters())
     moved = 0.0
@@ -165,6 +166,10 @@ def test_resumed_rl_matches_an_uninterrupted_run(mini_movielens, tmp_path, monke
     assert _tuned_reasoning(tmp_path / "part", resumed.policy_id) == _tuned_reasoning(tmp_path / "full", full.policy_id)
     for metric, value in full.stage_results["stage2"]["test"].items():
         assert abs(resumed.stage_results["stage2"]["test"][metric] - value) < 1e-6, metric
+    # the resumed run's training time holds the first process's (reasoning, stage 1, RL steps 1-2) too
+    before = _read_json(os.path.join(checkpoint, "trainer_state.json"))["train_seconds"]
+    assert before > 0 and resumed.train_seconds_before_resume == before
+    assert resumed_result["train_seconds"] > before
 
 
 def _tuned_reasoning(run_dir, policy):
@@ -176,16 +181,29 @@ def _tuned_reasoning(run_dir, policy):
     raise AssertionError(f"no reasoning of policy {policy} in {run_dir}")
 
 
-def test_resuming_a_finished_training_tests_the_best_epoch_and_trains_no_further(mini_movielens, tmp_path):
+def test_resuming_a_finished_training_tests_the_best_epoch_and_trains_no_further(mini_movielens, tmp_path,
+                                                                                 monkeypatch):
     """Regressions: a run killed after early stopping fired (before its test) trained one more epoch on resume, and
     resuming a run whose training was over saved its last epoch's weights over the best epoch's (RecBole's fit)."""
+    from recbole.trainer import Trainer
+
+    # valid scores that fall epoch after epoch, so the best epoch is the first whatever the training does (a fixed
+    # seed alone gave a best epoch before the last on one machine and the last one on another)
+    real_valid_epoch, epochs_validated = Trainer._valid_epoch, []
+
+    def falling_valid_score(self, valid_data, show_progress=False):
+        _, valid_result = real_valid_epoch(self, valid_data, show_progress)
+        epochs_validated.append(1)
+        return 1.0 / len(epochs_validated), valid_result
+
+    monkeypatch.setattr(Trainer, "_valid_epoch", falling_valid_score)
     finished = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(
         mini_movielens, tmp_path, epochs=3, stopping_step=3))
     state_file = os.path.join(finished["checkpoint"], "last", "trainer_state.json")
     state = _read_json(state_file)
     assert state["epoch"] == 2
     with open(os.path.join(finished["checkpoint"], "trainer_state.json")) as handle:
-        assert json.load(handle)["epoch"] < 2, "the test needs a best epoch before the last one (fixed seed)"
+        assert json.load(handle)["epoch"] == 0  # the best epoch: its weights are not the last epoch's
     for epochs in (3, 6):  # all epochs done; more epochs configured, but early stopping had fired
         if epochs == 6:  # the state early stopping leaves: more epochs without improvement than allowed
             with open(state_file, "w") as handle:
