@@ -184,9 +184,13 @@ def summarize(rows):
     return summary
 
 
+def baselines_best_first(summary):
+    """The summary rows that are not RPORec, by test NDCG@10, highest first (ties keep their order)."""
+    return sorted((s for s in summary if not s["model"].startswith("RPORec")), key=lambda s: -s["ndcg@10"])
+
+
 def best_baseline(summary):
-    baselines = [s for s in summary if not s["model"].startswith("RPORec")]
-    return max(baselines, key=lambda s: s["ndcg@10"]) if baselines else None
+    return next(iter(baselines_best_first(summary)), None)
 
 
 def markdown_table(summary):
@@ -270,8 +274,8 @@ def significance(rows, summary, out_dir, k=10):
     can hang on a seed), then ``ablation_pairs``. A user's value is averaged over the seeds both rows ran, so each
     test pairs the same users and seeds."""
     results = per_user_results(rows, out_dir, k)
-    baselines = sorted((s for s in summary if not s["model"].startswith("RPORec")), key=lambda s: -s["ndcg@10"])
-    pairs = [(name, base["model"]) for base in baselines for name in results if name.startswith("RPORec")]
+    pairs = [(name, base["model"]) for base in baselines_best_first(summary) for name in results
+             if name.startswith("RPORec")]
     tests = []
     for row, against in pairs + ablation_pairs(results):
         seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())
