@@ -32,6 +32,7 @@ import yaml
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from rporec_recbole.answer_forcing import forced_mask, generate_with_forced_answer
 from rporec_recbole.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.grpo import entropy_mask, group_advantages, grpo_loss
@@ -76,11 +77,17 @@ class GRPOSettings:
     summary_max_tokens: int = 48
     generation_batch_size: int = 32
     seed: int = 2020
+    force_answer: bool = False  # shared with the reasoning store: see answer_forcing.py
+    answer_max_new_tokens: int = 32
+
+    # keys that stage 2 shares with reasoning generation (no ``rl_`` prefix)
+    SHARED_KEYS = ("seed", "generation_batch_size", "force_answer", "answer_max_new_tokens")
 
     @classmethod
     def from_config(cls, config):
-        values = {f.name: config[f"rl_{f.name}"] for f in fields(cls) if config[f"rl_{f.name}"] is not None}
-        values.update(seed=config["seed"], generation_batch_size=config["generation_batch_size"])
+        own = [f.name for f in fields(cls) if f.name not in cls.SHARED_KEYS]
+        values = {name: config[f"rl_{name}"] for name in own if config[f"rl_{name}"] is not None}
+        values.update({name: config[name] for name in cls.SHARED_KEYS})
         if "lora_target_modules" in values:
             values["lora_target_modules"] = tuple(values["lora_target_modules"])
         return cls(**values)
@@ -109,8 +116,9 @@ class PolicyInputs:
                             self.completion_mask[index])
 
 
-def collate(prompt_ids, completion_ids, pad_id):
-    """``PolicyInputs`` for one completion per row (rows repeat their prompt)."""
+def collate(prompt_ids, completion_ids, pad_id, forced=None):
+    """``PolicyInputs`` for one completion per row (rows repeat their prompt). ``forced`` (N, T) marks appended
+    completion tokens (answer forcing): they stay in the input but out of ``completion_mask``, so no loss term."""
     prompt_length = max(len(p) for p in prompt_ids)
     completion_length = max(1, max(len(c) for c in completion_ids))
     rows = len(prompt_ids)
@@ -121,7 +129,10 @@ def collate(prompt_ids, completion_ids, pad_id):
         input_ids[row, start:prompt_length + len(completion)] = torch.tensor(prompt + completion)
         attention_mask[row, start:prompt_length + len(completion)] = 1
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # as in generation, padding not counted
-    return PolicyInputs(input_ids, attention_mask, position_ids, attention_mask[:, prompt_length:].clone())
+    completion_mask = attention_mask[:, prompt_length:].clone()
+    if forced is not None:
+        completion_mask[forced[:, :completion_length]] = 0
+    return PolicyInputs(input_ids, attention_mask, position_ids, completion_mask)
 
 
 def completion_logps(model, inputs, temperature=1.0, with_entropies=False):
@@ -245,18 +256,27 @@ class GRPOTrainer:
 
     # generation
     def generate(self, prompts):
-        """``num_generations`` sampled completions per prompt: (prompt ids, completion ids incl. EOS, texts)."""
+        """``num_generations`` sampled completions per prompt: (prompt ids, completion ids, forced-token mask or
+        None, texts, completion ids without the EOS). Without answer forcing a completion that ended before the
+        budget gets its EOS back (TRL trains on it); a forced one ends with ``</answer>`` and gets none."""
         s = self.settings
         prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         # seeded by (seed, step, process): a resumed run draws the same rollouts again
         generator = torch.Generator().manual_seed((s.seed * 1_000_003 + self.step) * 1_009 + self.accelerator.process_index)
-        completions = self.engine.generate_ids(prompt_ids, max_new_tokens=s.max_completion_length, do_sample=True,
-                                               temperature=s.temperature, top_p=s.top_p,
-                                               num_return_sequences=s.num_generations, generator=generator)
+        sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, generator=generator)
+        row_prompts = [p for p in prompt_ids for _ in range(s.num_generations)]
+        if s.force_answer:
+            forced = generate_with_forced_answer(self.engine, prompt_ids, s.max_completion_length,
+                                                 s.answer_max_new_tokens, s.num_generations, **sampling)
+            completions = [c.token_ids for c in forced]
+            texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
+            return row_prompts, completions, forced_mask(forced, max(1, max(map(len, completions)))), texts, completions
+        completions = self.engine.generate_ids(prompt_ids, max_new_tokens=s.max_completion_length,
+                                               num_return_sequences=s.num_generations, **sampling)
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         eos = self.engine.eos_token_ids[:1]
         with_eos = [c + eos if len(c) < s.max_completion_length else c for c in completions]
-        return [p for p in prompt_ids for _ in range(s.num_generations)], with_eos, texts, completions
+        return row_prompts, with_eos, None, texts, completions
 
     def summarize(self, reasonings):
         """One-sentence summaries of ``reasonings`` written greedily by the reference model."""
@@ -275,8 +295,8 @@ class GRPOTrainer:
     @torch.no_grad()
     def generate_and_score(self, prompts, samples, reward_fn):
         """Rollouts of this process's prompts, their rewards and the ``RolloutBatch`` the loss trains on."""
-        prompt_ids, completion_ids, texts, token_ids = self.generate(prompts)
-        inputs = collate(prompt_ids, completion_ids, self.tokenizer.pad_token_id)
+        prompt_ids, completion_ids, forced, texts, token_ids = self.generate(prompts)
+        inputs = collate(prompt_ids, completion_ids, self.tokenizer.pad_token_id, forced)
         with self.accelerator.autocast():
             old_logps, entropies = completion_logps(self.pair.policy, inputs, self.settings.temperature, True)
         repeated = [sample for sample in samples for _ in range(self.settings.num_generations)]

@@ -24,6 +24,7 @@ from accelerate.utils import broadcast_object_list, gather_object
 from recbole.trainer import Trainer
 from tqdm import tqdm
 
+from rporec_recbole.answer_forcing import generate_with_forced_answer
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.model import ReasoningTable
@@ -121,6 +122,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
             "max_new_tokens": self.config["max_new_tokens"], "top_p": self.config["top_p"],
             "temperature": self.config["temperature"], "do_sample": self.config["do_sample"], "policy": self.policy_id,
         }
+        if self.config["force_answer"]:  # stores written before answer forcing existed keep their keys
+            settings.update(force_answer=True, answer_max_new_tokens=self.config["answer_max_new_tokens"])
         return ReasoningStore(os.path.join(self.config["reasoning_dir"], self.config["dataset"]), settings)
 
     @contextmanager
@@ -134,17 +137,22 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         else:
             yield self.rl.pair.policy
 
-    def _generate(self, prompts, max_new_tokens=None):
+    def _generate(self, prompts):
         # Seeded by the prompts themselves: the same prompts get the same completions whatever this process
         # generated before, so a resumed run (which reads earlier reasoning from the store) regenerates exactly
         # what an uninterrupted run would have.
         generator = torch.Generator().manual_seed(generation_seed(self.config["seed"], self.policy_id, prompts))
+        sampling = dict(do_sample=self.config["do_sample"], temperature=self.config["temperature"],
+                        top_p=self.config["top_p"], generator=generator)
+        tokenizer = self.model.backbone.tokenizer
         with self._policy_llm() as llm:
-            engine = GenerationEngine(llm, self.model.backbone.tokenizer,
-                                      max_batch_size=self.config["generation_batch_size"])
-            return engine.generate(prompts, max_new_tokens=max_new_tokens or self.config["max_new_tokens"],
-                                   do_sample=self.config["do_sample"], temperature=self.config["temperature"],
-                                   top_p=self.config["top_p"], generator=generator)
+            engine = GenerationEngine(llm, tokenizer, max_batch_size=self.config["generation_batch_size"])
+            if not self.config["force_answer"]:
+                return engine.generate(prompts, max_new_tokens=self.config["max_new_tokens"], **sampling)
+            prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
+            completions = generate_with_forced_answer(engine, prompt_ids, self.config["max_new_tokens"],
+                                                      self.config["answer_max_new_tokens"], **sampling)
+            return tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
 
     def _fill_store(self, store, prompts, progress):
         """Generate ``prompts`` in rounds, each split over the processes; the main process appends to the store."""

@@ -18,6 +18,8 @@ _RULES = {
     "use_reasoning": (bool, lambda v: True, "true or false"),
     "use_collaborative": (bool, lambda v: True, "true or false"),
     "do_sample": (bool, lambda v: True, "true or false"),
+    "force_answer": (bool, lambda v: True, "true or false"),
+    "answer_max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
     "loss_type": (str, lambda v: v in ("sampled_softmax", "CE"), "'sampled_softmax' or 'CE'"),
     "rl_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "rl_prompts_per_step": (int, lambda v: v >= 1, "an integer >= 1"),

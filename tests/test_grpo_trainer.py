@@ -13,6 +13,7 @@ from rporec_recbole import trainer as trainer_module
 from rporec_recbole.grpo_trainer import (
     GRPOSettings, GRPOTrainer, collate, completion_logps, reasoning_token_mask,
 )
+from rporec_recbole.parsing import THINK_OPEN, parse_output
 from rporec_recbole.per_user import per_user_ndcg
 from rporec_recbole.quick_start import run_recbole_rporec
 
@@ -118,6 +119,13 @@ def test_completion_logps_match_a_plain_forward(tiny_llm, tokenizer):
     assert inputs.completion_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
 
 
+def test_forced_tokens_stay_in_the_input_but_out_of_the_completion_mask(tokenizer):
+    forced = torch.tensor([[False, True, False], [True, False, True]])
+    inputs = collate([[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]], tokenizer.pad_token_id, forced)
+    assert inputs.completion_mask.tolist() == [[1, 0, 0], [0, 1, 0]]
+    assert inputs.input_ids[:, -3:].tolist() == [[10, 11, tokenizer.pad_token_id], [12, 13, 14]]
+
+
 def test_reasoning_mask_stops_where_think_closes(tokenizer):
     ids = tokenizer("I like dramas.</think> <answer>Heat</answer>", add_special_tokens=False).input_ids
     mask = reasoning_token_mask(tokenizer, ids)
@@ -193,6 +201,24 @@ def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch, caplog
     assert resumed.rl_history[:2] == json.loads(json.dumps(history))
     optimizer_steps = {int(s["step"]) for s in resumed.rl.optimizer.state_dict()["state"].values()}
     assert optimizer_steps == {3}
+
+
+def test_answer_forcing_gives_stage_2_the_format_and_stage_1_the_answers(mini_movielens, tmp_path, monkeypatch):
+    config = mini_config(mini_movielens, tmp_path, **{**RL_RUN, "force_answer": True, "answer_max_new_tokens": 3,
+                                                      "rl_eval_step": 0})
+    _, trainer = run_and_keep_trainer(monkeypatch, config)
+    # the random tiny LLM never writes the tags itself (see the test above); forced, every completion has them
+    assert all(h["reward/format"] == 1.0 for h in trainer.rl_history)
+    assert all(h["reward"] >= 0.1 for h in trainer.rl_history)  # at least the base term, times f = 1
+    # only sampled tokens count: at most 4 of reasoning and 3 of answer per completion
+    assert all(0 < h["completion_length"] <= 4 + 3 for h in trainer.rl_history)
+
+    # the reasoning store, under its own settings, holds answers in the format for stage 1
+    stores = tmp_path / "reasoning" / "ml-mini"
+    for store in os.listdir(stores):
+        assert json.loads((stores / store / "settings.json").read_text())["force_answer"] is True
+        lines = (stores / store / "reasoning.jsonl").read_text().splitlines()
+        assert lines and all(parse_output(THINK_OPEN + json.loads(line)["text"]).format_ok for line in lines)
 
 
 def test_settings_must_split_over_processes():

@@ -1,0 +1,64 @@
+"""Answer forcing: a reasoning budget, after which the answer tags are written for the model.
+
+Small backbones rarely close their own tags: SmolLM2-135M wrote the think/answer format in 1 of 200 RL
+completions (``benchmarks/rl_run.md``), and the format flag multiplies the whole reward, so GRPO had no signal.
+This is "budget forcing" (Muennighoff et al., 2025, "s1: Simple test-time scaling"), applied to the answer:
+
+1. the model reasons for up to ``reasoning_tokens`` new tokens, stopping early at its own ``</think>``;
+2. the bridge ``</think>`` + ``<answer>`` is appended (only ``<answer>`` when the model closed ``</think>``);
+3. the model writes the answer for up to ``answer_tokens`` new tokens, stopping at its own ``</answer>``;
+4. ``</answer>`` is appended if the model did not write it.
+
+The appended tokens are marked as forced: the policy did not sample them, so GRPO's loss leaves them out. The
+format can still fail (blank reasoning or answer, tags the model wrote itself in the wrong place), and then the
+format flag is 0 as without forcing.
+"""
+from dataclasses import dataclass
+
+import torch
+
+from rporec_recbole.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
+
+
+@dataclass(frozen=True)
+class ForcedCompletion:
+    """One completion's token ids and, per token, whether it was appended rather than sampled."""
+
+    token_ids: list
+    forced: list
+
+
+def _encode(tokenizer, text):
+    return tokenizer(text, add_special_tokens=False).input_ids
+
+
+def generate_with_forced_answer(engine, prompt_ids, reasoning_tokens, answer_tokens, num_return_sequences=1,
+                                **sampling):
+    """``ForcedCompletion`` per (prompt, return sequence), in ``engine.generate_ids``'s order.
+
+    ``sampling`` takes ``do_sample``, ``temperature``, ``top_p`` and ``generator``; both phases use it (the
+    generator continues from phase 1 to phase 2, so a seeded call is reproducible).
+    """
+    tokenizer = engine.tokenizer
+    reasoning = engine.generate_ids(prompt_ids, max_new_tokens=reasoning_tokens, stop_strings=[THINK_CLOSE],
+                                    num_return_sequences=num_return_sequences, **sampling)
+    row_prompts = [p for p in prompt_ids for _ in range(num_return_sequences)]
+    bridges = [_encode(tokenizer, "\n" + ANSWER_OPEN if THINK_CLOSE in tokenizer.decode(ids)
+                       else "\n" + THINK_CLOSE + "\n" + ANSWER_OPEN) for ids in reasoning]
+    answers = engine.generate_ids([p + r + b for p, r, b in zip(row_prompts, reasoning, bridges)],
+                                  max_new_tokens=answer_tokens, stop_strings=[ANSWER_CLOSE], **sampling)
+    closer = _encode(tokenizer, ANSWER_CLOSE)
+    completions = []
+    for r, b, a in zip(reasoning, bridges, answers):
+        tail = [] if ANSWER_CLOSE in tokenizer.decode(a) else closer
+        completions.append(ForcedCompletion(r + b + a + tail, [False] * len(r) + [True] * len(b) + [False] * len(a)
+                                            + [True] * len(tail)))
+    return completions
+
+
+def forced_mask(completions, length):
+    """(N, length) bool tensor: True where a completion's token was appended; False past its end."""
+    mask = torch.zeros((len(completions), length), dtype=torch.bool)
+    for row, completion in enumerate(completions):
+        mask[row, :len(completion.forced)] = torch.tensor(completion.forced, dtype=torch.bool)
+    return mask
