@@ -6,11 +6,12 @@ Each phase's wall time and peak resident memory come from the trainer's ``PhaseT
 is the wall time of the whole call, data loading and model loading included.
 
     python benchmarks/pipeline.py --dataset=ml-100k --output=benchmarks/pipeline_ml100k.json \
-        [--compare-out=benchmarks/compare-ml100k] [--key=value ...]
+        [--compare-out=benchmarks/compare-ml100k [--suffix=-forced]] [--key=value ...]
 
 Extra ``--key=value`` arguments override config keys, as with ``run_recbole_rporec.py``. With ``--compare-out``
 the run is also stored as the ``RPORec`` row of that comparison folder (the same cache key and command that
-``python -m rporec_recbole.comparison --models=RPORec`` would use), so the timed run is not repeated there.
+``python -m rporec_recbole.comparison --models=RPORec`` would use), so the timed run is not repeated there; a run
+with overrides takes a ``--suffix`` for its row name, as the comparison's own ``--suffix`` does.
 """
 import argparse
 import json
@@ -40,6 +41,7 @@ def main():
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--output", default=os.path.join(_HERE, "pipeline_ml100k.json"))
     parser.add_argument("--compare-out", default=None, help="also store the run as a row of this comparison folder")
+    parser.add_argument("--suffix", default="", help="the row is named RPORec + suffix (rows run with overrides)")
     args, extra = parser.parse_known_args()  # the other --key=value pairs are read by RecBole's Config
     start = time.time()
     result = run_recbole_rporec("RPORec", args.dataset)
@@ -68,7 +70,7 @@ def main():
         overrides = {key: value for key, value in parse_overrides(extra)[0].items()
                      if key not in ("reasoning_dir", "checkpoint_dir")}
         seed = overrides.pop("seed", 2020)  # RecBole's default seed
-        spec = row_spec("RPORec", args.dataset, seed, args.compare_out, overrides=overrides)
+        spec = row_spec("RPORec", args.dataset, seed, args.compare_out, overrides=overrides, suffix=args.suffix)
         os.makedirs(os.path.dirname(spec["out_file"]), exist_ok=True)
         write_row(spec, result, minutes * 60)
         print(f"comparison row -> {spec['out_file']}")

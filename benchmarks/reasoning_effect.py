@@ -1,5 +1,7 @@
 """How much the reasoning moves a trained RPORec's test ranking: the same model and test rows scored with
-(a) the initial policy's reasoning, (b) the RL-tuned policy's reasoning, (c) no reasoning at all.
+(a) the initial policy's reasoning, (b) the RL-tuned policy's reasoning, (c) no reasoning at all; with every
+store found under the run's reasoning_dir, answer-forced ones (``--force_answer=True``) marked as such, so one
+model can be scored with the reasoning of a run with and of a run without forcing.
 
     python benchmarks/reasoning_effect.py --checkpoint=saved/RPORec-<time> --reasoning_dir=saved/reasoning
 
@@ -18,11 +20,13 @@ from rporec_recbole.reasoning_store import prompt_key
 
 
 def stores(root):
-    """{policy: {prompt key: text}} of every reasoning store under ``root``."""
+    """{policy: {prompt key: text}} of every reasoning store under ``root`` ("<policy> (forced)" for stores
+    written with answer forcing)."""
     by_policy = {}
     for folder in glob.glob(os.path.join(root, "*")):
         with open(os.path.join(folder, "settings.json")) as handle:
-            policy = json.load(handle)["policy"]
+            settings = json.load(handle)
+        policy = settings["policy"] + (" (forced)" if settings.get("force_answer") else "")
         with open(os.path.join(folder, "reasoning.jsonl")) as handle:
             entries = [json.loads(line) for line in handle if line.strip()]
         by_policy[policy] = {e["key"]: e["text"] for e in entries}
@@ -40,7 +44,7 @@ def main():
     seq, seq_len, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.POS_ITEM_ID]
     prompts = [model.prompts.build(w) for w in model.windows(seq, seq_len)]
     texts = stores(os.path.join(args.reasoning_dir, config["dataset"]))
-    policies = sorted(texts, key=lambda policy: policy != "initial")  # the initial policy is the reference
+    policies = sorted(texts, key=lambda policy: (policy != "initial", policy))  # the initial policy is the reference
     variants = {policy: [texts[policy].get(prompt_key(p), "") for p in prompts] for policy in policies}
     variants["no reasoning"] = [""] * len(prompts)
     baseline, results = None, {}

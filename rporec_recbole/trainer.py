@@ -38,7 +38,8 @@ STAGES = ("stage1", "stage2")
 # Stage 1 runs on the main process while the others wait in a barrier: give the process group time for it.
 _PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 NO_SIGNAL_HINT = ("steps without well-formed completions teach the policy nothing. Small LLMs (the embedded "
-                  "SmolLM2-135M) rarely close the tags: use a larger llm_path or a longer rl_max_completion_length")
+                  "SmolLM2-135M) rarely close the tags: use --force_answer=True (the tags are written for the model "
+                  "after its reasoning budget), a larger llm_path or a longer rl_max_completion_length")
 
 
 def last_k_per_user(user_ids, lengths, k):
