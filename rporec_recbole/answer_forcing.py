@@ -15,8 +15,6 @@ format flag is 0 as without forcing.
 """
 from dataclasses import dataclass
 
-import torch
-
 from rporec_recbole.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE
 
 
@@ -55,10 +53,3 @@ def generate_with_forced_answer(engine, prompt_ids, reasoning_tokens, answer_tok
                                             + [True] * len(tail)))
     return completions
 
-
-def forced_mask(completions, length):
-    """(N, length) bool tensor: True where a completion's token was appended; False past its end."""
-    mask = torch.zeros((len(completions), length), dtype=torch.bool)
-    for row, completion in enumerate(completions):
-        mask[row, :len(completion.forced)] = torch.tensor(completion.forced, dtype=torch.bool)
-    return mask

@@ -32,7 +32,7 @@ import yaml
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from rporec_recbole.answer_forcing import forced_mask, generate_with_forced_answer
+from rporec_recbole.answer_forcing import generate_with_forced_answer
 from rporec_recbole.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.grpo import entropy_mask, group_advantages, grpo_loss
@@ -117,8 +117,9 @@ class PolicyInputs:
 
 
 def collate(prompt_ids, completion_ids, pad_id, forced=None):
-    """``PolicyInputs`` for one completion per row (rows repeat their prompt). ``forced`` (N, T) marks appended
-    completion tokens (answer forcing): they stay in the input but out of ``completion_mask``, so no loss term."""
+    """``PolicyInputs`` for one completion per row (rows repeat their prompt). ``forced`` (per row, a flag per
+    completion token) marks appended tokens (answer forcing): they stay in the input but out of
+    ``completion_mask``, so no loss term."""
     prompt_length = max(len(p) for p in prompt_ids)
     completion_length = max(1, max(len(c) for c in completion_ids))
     rows = len(prompt_ids)
@@ -130,8 +131,8 @@ def collate(prompt_ids, completion_ids, pad_id, forced=None):
         attention_mask[row, start:prompt_length + len(completion)] = 1
     position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # as in generation, padding not counted
     completion_mask = attention_mask[:, prompt_length:].clone()
-    if forced is not None:
-        completion_mask[forced[:, :completion_length]] = 0
+    for row, flags in enumerate(forced or []):
+        completion_mask[row, :len(flags)].masked_fill_(torch.tensor(flags, dtype=torch.bool), 0)
     return PolicyInputs(input_ids, attention_mask, position_ids, completion_mask)
 
 
@@ -256,27 +257,26 @@ class GRPOTrainer:
 
     # generation
     def generate(self, prompts):
-        """``num_generations`` sampled completions per prompt: (prompt ids, completion ids, forced-token mask or
-        None, texts, completion ids without the EOS). Without answer forcing a completion that ended before the
-        budget gets its EOS back (TRL trains on it); a forced one ends with ``</answer>`` and gets none."""
+        """``num_generations`` sampled completions per prompt: (prompt ids, completion ids to train on, their
+        forced-token flags or None, texts, completion ids as generated). Without answer forcing a completion that
+        ended before the budget gets its EOS back (TRL trains on it); a forced one ends with ``</answer>``."""
         s = self.settings
         prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         # seeded by (seed, step, process): a resumed run draws the same rollouts again
         generator = torch.Generator().manual_seed((s.seed * 1_000_003 + self.step) * 1_009 + self.accelerator.process_index)
         sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, generator=generator)
-        row_prompts = [p for p in prompt_ids for _ in range(s.num_generations)]
         if s.force_answer:
-            forced = generate_with_forced_answer(self.engine, prompt_ids, s.max_completion_length,
-                                                 s.answer_max_new_tokens, s.num_generations, **sampling)
-            completions = [c.token_ids for c in forced]
-            texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
-            return row_prompts, completions, forced_mask(forced, max(1, max(map(len, completions)))), texts, completions
-        completions = self.engine.generate_ids(prompt_ids, max_new_tokens=s.max_completion_length,
-                                               num_return_sequences=s.num_generations, **sampling)
+            forced_completions = generate_with_forced_answer(self.engine, prompt_ids, s.max_completion_length,
+                                                             s.answer_max_new_tokens, s.num_generations, **sampling)
+            completions = [c.token_ids for c in forced_completions]
+            trained, forced = completions, [c.forced for c in forced_completions]
+        else:
+            completions = self.engine.generate_ids(prompt_ids, max_new_tokens=s.max_completion_length,
+                                                   num_return_sequences=s.num_generations, **sampling)
+            eos = self.engine.eos_token_ids[:1]
+            trained, forced = [c + eos if len(c) < s.max_completion_length else c for c in completions], None
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
-        eos = self.engine.eos_token_ids[:1]
-        with_eos = [c + eos if len(c) < s.max_completion_length else c for c in completions]
-        return row_prompts, with_eos, None, texts, completions
+        return [p for p in prompt_ids for _ in range(s.num_generations)], trained, forced, texts, completions
 
     def summarize(self, reasonings):
         """One-sentence summaries of ``reasonings`` written greedily by the reference model."""

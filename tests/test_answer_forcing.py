@@ -2,7 +2,7 @@
 forced, and the result parses in the think/answer format."""
 import torch
 
-from rporec_recbole.answer_forcing import ForcedCompletion, forced_mask, generate_with_forced_answer
+from rporec_recbole.answer_forcing import generate_with_forced_answer
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.parsing import THINK_OPEN, parse_output
 
@@ -44,11 +44,6 @@ def test_tags_are_appended_only_where_the_model_did_not_write_them(tokenizer):
     assert (answer_call["max_new_tokens"], answer_call["stop"], answer_call["n"]) == (5, ["</answer>"], 1)
     # phase 2 continues each row from its prompt, its own reasoning and its bridge
     assert answer_call["prompts"][0] == prompt + unclosed.token_ids[:len(answer_call["prompts"][0]) - len(prompt)]
-
-
-def test_forced_mask_pads_with_false():
-    completions = [ForcedCompletion([5, 6], [False, True]), ForcedCompletion([7], [True])]
-    assert forced_mask(completions, 3).tolist() == [[False, True, False], [True, False, False]]
 
 
 def test_a_random_llm_gets_the_format_and_a_seed_reproduces_it(tiny_llm, tokenizer):

@@ -120,7 +120,7 @@ def test_completion_logps_match_a_plain_forward(tiny_llm, tokenizer):
 
 
 def test_forced_tokens_stay_in_the_input_but_out_of_the_completion_mask(tokenizer):
-    forced = torch.tensor([[False, True, False], [True, False, True]])
+    forced = [[False, True], [True, False, True]]  # per completion token; the shorter row is padded
     inputs = collate([[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]], tokenizer.pad_token_id, forced)
     assert inputs.completion_mask.tolist() == [[1, 0, 0], [0, 1, 0]]
     assert inputs.input_ids[:, -3:].tolist() == [[10, 11, tokenizer.pad_token_id], [12, 13, 14]]
