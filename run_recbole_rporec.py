@@ -10,6 +10,7 @@ import sys
 from rporec_recbole.atomic_files import DatasetFormatError
 from rporec_recbole.llm import LLMNotFoundError
 from rporec_recbole.quick_start import DatasetNotFoundError, run_recbole_rporec
+from rporec_recbole.text_embedder import TextEmbedderNotFoundError
 from rporec_recbole.validation import ConfigValueError
 
 
@@ -22,7 +23,8 @@ def main():
     config_files = args.config_files.strip().split(" ") if args.config_files else None
     try:
         run_recbole_rporec(model=args.model, dataset=args.dataset, config_file_list=config_files)
-    except (DatasetNotFoundError, DatasetFormatError, LLMNotFoundError, ConfigValueError) as err:
+    except (DatasetNotFoundError, DatasetFormatError, LLMNotFoundError, TextEmbedderNotFoundError,
+            ConfigValueError) as err:
         sys.exit(f"error: {err}")
 
 

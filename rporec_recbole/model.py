@@ -19,7 +19,8 @@ from rporec_recbole.parsing import THINK_OPEN, parse_output
 from rporec_recbole.prompt import PromptBuilder
 from rporec_recbole.rec_head import RecHead
 from rporec_recbole.validation import validate_config
-from rporec_recbole.text_encoder import StaticTextEncoder, mean_of_sums, token_sums
+from rporec_recbole.text_embedder import load_text_embedder
+from rporec_recbole.text_encoder import StaticTextEncoder, mean_of_sums
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +28,10 @@ logger = logging.getLogger(__name__)
 class ReasoningTable:
     """Pooled reasoning/answer embeddings and the format flag of each prompt window; row 0 is "no reasoning"."""
 
-    def __init__(self, token_table, tokenizer, max_reasoning_tokens, max_answer_tokens):
-        self.token_table = token_table
-        self.tokenizer = tokenizer
+    def __init__(self, embedder, max_reasoning_tokens, max_answer_tokens):
+        self.embedder = embedder
         self.max_tokens = {"reasoning": max_reasoning_tokens, "answer": max_answer_tokens}
-        dim = token_table.shape[1]
+        dim = embedder.dim
         self.rows = {}
         self.reasoning = torch.zeros(1, dim)
         self.answers = torch.zeros(1, dim)
@@ -41,9 +41,8 @@ class ReasoningTable:
         return len(self.rows)
 
     def pool_texts(self, texts, max_tokens=None):
-        """Mean frozen token embedding of each text (the item-text space E lives in)."""
-        tokens = [self.tokenizer(t, add_special_tokens=False).input_ids[:max_tokens] if t else [] for t in texts]
-        return mean_of_sums(*token_sums(self.token_table, tokens))
+        """Frozen embedding of each text, in the space of the item-text table E."""
+        return self.embedder.embed(texts, max_tokens)
 
     def encode(self, completions):
         """Parse completions and pool their reasoning and answer: ``(reasoning, answer, flags)``."""
@@ -113,19 +112,16 @@ class RPORec(SequentialRecommender):
         self.item_texts = build_item_texts(dataset, config["item_title_field"], config["item_text_fields"] or (),
                                            config["max_item_text_chars"])
         self.prompts = PromptBuilder(tokenizer, self.item_texts, config["history_window"], config["max_prompt_tokens"])
-        token_table = self.backbone.input_embeddings()
-        self.reasoning = ReasoningTable(token_table, tokenizer, config["max_reasoning_tokens"],
-                                        config["max_answer_tokens"])
+        embedder = load_text_embedder(config["text_embedder"], self.backbone)
+        self.reasoning = ReasoningTable(embedder, config["max_reasoning_tokens"], config["max_answer_tokens"])
 
         if self.use_semantic:
-            limit = config["max_item_text_tokens"]
-            item_tokens = [tokenizer(t, add_special_tokens=False).input_ids[:limit] for t in self.item_texts]
-            sums, counts = token_sums(token_table, item_tokens)
-            # Derived from the LLM's embeddings, so rebuilt at load time rather than saved:
-            self.register_buffer("item_token_sums", sums, persistent=False)
-            self.register_buffer("item_token_counts", counts, persistent=False)
+            sums, counts = embedder.item_sums(self.item_texts, config["max_item_text_tokens"])
+            # Derived from frozen embeddings, so rebuilt at load time rather than saved:
+            self.register_buffer("item_text_sums", sums, persistent=False)
+            self.register_buffer("item_text_counts", counts, persistent=False)
             self.register_buffer("item_text_table", mean_of_sums(sums, counts), persistent=False)  # E
-            dim = token_table.shape[1]
+            dim = embedder.dim
             self.prompt_encoder = StaticTextEncoder(dim)
             self.reasoning_encoder = StaticTextEncoder(dim)
             self.answer_encoder = StaticTextEncoder(dim)
@@ -158,13 +154,13 @@ class RPORec(SequentialRecommender):
 
     # ----- branches --------------------------------------------------------------------------------------
     def _prompt_embedding(self, item_seq, item_seq_len):
-        """Mean token embedding of the last ``history_window`` items' text: the prompt minus its fixed
-        instruction, pooled from per-item sums so that a step never touches individual tokens."""
+        """Mean embedding of the last ``history_window`` items' text (the prompt minus its fixed instruction),
+        pooled from per-item sums and counts so that a step never runs an encoder or touches tokens."""
         window = self.prompts.history_window
         offsets = torch.arange(window, device=item_seq.device) - window
         positions = item_seq_len.unsqueeze(1) + offsets  # (B, W), negative where the history is shorter
         items = item_seq.gather(1, positions.clamp_min(0)) * (positions >= 0)  # item 0 is padding: zero sums
-        pooled = mean_of_sums(self.item_token_sums[items].sum(1), self.item_token_counts[items].sum(1))
+        pooled = mean_of_sums(self.item_text_sums[items].sum(1), self.item_text_counts[items].sum(1))
         return self.prompt_encoder(pooled)
 
     def semantic_user(self, item_seq, item_seq_len):

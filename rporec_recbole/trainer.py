@@ -241,7 +241,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         self._policies = {"stage1": INITIAL_POLICY, "stage2": f"grpo-{self.rl.pair.fingerprint()}"}
         initial = self.model.reasoning
         self._reasoning_tables = {"stage1": initial, "stage2": ReasoningTable(
-            initial.token_table, initial.tokenizer, initial.max_tokens["reasoning"], initial.max_tokens["answer"])}
+            initial.embedder, initial.max_tokens["reasoning"], initial.max_tokens["answer"])}
         self.use_policy("stage2")
         self.logger.info(f"stage 2 done: evaluation reasoning now comes from policy {self.policy_id}")
         silent = sum(1 for h in self.rl_history if h.get("reward_std", 1.0) == 0.0)

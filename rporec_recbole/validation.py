@@ -38,6 +38,7 @@ _RULES = {
     "rl_scale_rewards": (str, lambda v: v in ("group", "none"), "group or none"),
     "rl_rank_over": (str, lambda v: v in ("sampled", "full"), "sampled or full"),
     "rl_mixed_precision": (str, lambda v: v in ("no", "bf16"), "'no' or 'bf16'"),
+    "text_embedder": (str, lambda v: bool(v.strip()), "'llm', 'embedded:all-minilm-l6-v2', a hub id or a folder"),
     "llm_dtype": (str, lambda v: v in ("bfloat16", "float32", "float16"), "bfloat16, float32 or float16"),
 }
 
