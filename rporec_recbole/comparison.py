@@ -245,7 +245,7 @@ def ablation_pairs(names):
     suffixes = sorted({found[1] for found in parsed if found})
     pairs = [(_with_suffix(row, suffix), _with_suffix(against, suffix))
              for suffix in suffixes for row, against in ABLATION_PAIRS]
-    suffixed = sorted(found for found in parsed if found and found[1])
+    suffixed = sorted({found for found in parsed if found and found[1]})  # an RL row and its stage 1: one pair
     pairs += [(variant + suffix, variant) for variant, suffix in suffixed]
     return pairs
 

@@ -10,8 +10,8 @@ import yaml
 
 from conftest import mini_config
 from rporec_recbole import config
-from rporec_recbole.comparison import (TABLE_METRICS, chart_figure, main, make_row, row_command, row_key, row_run_settings, row_spec,
-                                       significance, significance_table, summarize)
+from rporec_recbole.comparison import (TABLE_METRICS, ablation_pairs, chart_figure, main, make_row, row_command, row_key,
+                                       row_run_settings, row_spec, significance, significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
 
@@ -121,6 +121,14 @@ def _rec_topk(hit_ranks, max_k=20):
     topk[np.arange(len(hit_ranks)), np.array(hit_ranks) - 1] = 1
     topk[:, -1] = 1
     return topk
+
+
+def test_a_suffixed_rl_row_and_its_stage_1_give_one_pair_against_the_default_row():
+    # regression: "RPORec-forced" and "RPORec-forced stage 1" both named the pair (RPORec-forced, RPORec), and the
+    # significance table printed it twice
+    pairs = ablation_pairs(["RPORec", "RPORec stage 1", "RPORec-forced", "RPORec-forced stage 1"])
+    assert pairs.count(("RPORec-forced", "RPORec")) == 1
+    assert len(pairs) == len(set(pairs))
 
 
 def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
