@@ -10,7 +10,7 @@ import yaml
 
 from conftest import mini_config
 from rporec_recbole import config
-from rporec_recbole.comparison import (TABLE_METRICS, ablation_pairs, chart_figure, main, make_row, row_command, row_key,
+from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, TABLE_METRICS, ablation_pairs, chart_figure, main, make_row, row_command, row_key,
                                        row_run_settings, row_spec, significance, significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
@@ -114,6 +114,28 @@ def test_row_key_follows_the_plugin_defaults_that_apply_to_the_row(tmp_path, mon
     model_yaml.write_text("epochs: 12\n")
     explicit = row_key("RPORec-stage1", "ml-mini", 2020, None, {"epochs": 11})
     assert explicit == rporec  # a row that sets the old default explicitly is still the row that ran with it
+
+
+def test_a_new_setting_at_its_original_value_keeps_the_cached_rows_keys(tmp_path, monkeypatch):
+    """Adding an option must not rerun every cached row (sessions 9 and 10 re-keyed them by hand); changing its
+    default later must."""
+    monkeypatch.setattr(config, "PROPERTIES_DIR", str(tmp_path))
+    model_yaml = tmp_path / "RPORec.yaml"
+    model_yaml.write_text("epochs: 10\n")
+    before = row_key("RPORec-stage1", "ml-mini", 2020, None, {})
+    model_yaml.write_text("epochs: 10\ntext_embedder: llm\n")
+    assert row_key("RPORec-stage1", "ml-mini", 2020, None, {}) == before
+    assert row_key("RPORec-stage1", "ml-mini", 2020, None, {"text_embedder": "llm"}) == before
+    model_yaml.write_text("epochs: 10\ntext_embedder: embedded:all-minilm-l6-v2\n")
+    assert row_key("RPORec-stage1", "ml-mini", 2020, None, {}) != before
+    assert row_key("RPORec-stage1", "ml-mini", 2020, None, {"text_embedder": "llm"}) == before
+
+
+def test_settings_added_later_are_settings_of_the_plugin():
+    # a misspelt or removed name here would silently stop guarding the cache
+    with open(os.path.join(config.PROPERTIES_DIR, "RPORec.yaml")) as handle:
+        defaults = yaml.safe_load(handle)
+    assert set(SETTINGS_ADDED_LATER) <= set(defaults)
 
 
 def _rec_topk(hit_ranks, max_k=20):
