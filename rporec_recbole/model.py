@@ -153,15 +153,17 @@ class RPORec(SequentialRecommender):
         return sum(w in self.reasoning.rows for w in windows) / max(1, len(windows))
 
     # ----- branches --------------------------------------------------------------------------------------
-    def _prompt_embedding(self, item_seq, item_seq_len):
+    def pooled_prompt(self, item_seq, item_seq_len):
         """Mean embedding of the last ``history_window`` items' text (the prompt minus its fixed instruction),
         pooled from per-item sums and counts so that a step never runs an encoder or touches tokens."""
         window = self.prompts.history_window
         offsets = torch.arange(window, device=item_seq.device) - window
         positions = item_seq_len.unsqueeze(1) + offsets  # (B, W), negative where the history is shorter
         items = item_seq.gather(1, positions.clamp_min(0)) * (positions >= 0)  # item 0 is padding: zero sums
-        pooled = mean_of_sums(self.item_text_sums[items].sum(1), self.item_text_counts[items].sum(1))
-        return self.prompt_encoder(pooled)
+        return mean_of_sums(self.item_text_sums[items].sum(1), self.item_text_counts[items].sum(1))
+
+    def _prompt_embedding(self, item_seq, item_seq_len):
+        return self.prompt_encoder(self.pooled_prompt(item_seq, item_seq_len))
 
     def semantic_user(self, item_seq, item_seq_len):
         prompt_emb = self._prompt_embedding(item_seq, item_seq_len)

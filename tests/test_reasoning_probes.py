@@ -1,0 +1,63 @@
+"""The benchmark probes of a trained run's reasoning: benchmarks/reasoning_signal.py (zero-shot ranking by the text
+alone) and benchmarks/reasoning_effect.py (the trained model with and without its reasoning)."""
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import mini_config
+from rporec_recbole.quick_start import run_recbole_rporec
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.insert(0, BENCHMARKS)
+from reasoning_signal import ndcg_and_recall  # noqa: E402
+
+
+def test_ndcg_and_recall_rank_against_every_item_but_the_padding():
+    scores = torch.tensor([[9.0, 0.1, 0.5, 0.3, 0.2],    # target 2 first once the padding item 0 is out
+                           [0.0, 0.9, 0.8, 0.1, 0.7],    # target 3 fourth
+                           [0.0, 0.9, 0.8, 0.1, 0.7]])   # target 2 second
+    ndcg, recall = ndcg_and_recall(scores, torch.tensor([2, 3, 2]), k=3)
+    assert ndcg == round((1 + 0 + 1 / math.log2(3)) / 3, 4)
+    assert recall == round(2 / 3, 4)
+
+
+@pytest.fixture(scope="module")
+def trained_run(mini_movielens, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("probe")
+    config = mini_config(mini_movielens, tmp_path)
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=config)
+    return result["checkpoint"], config["reasoning_dir"]
+
+
+def _run(script, checkpoint, reasoning_dir, *extra):
+    done = subprocess.run([sys.executable, os.path.join(BENCHMARKS, script), f"--checkpoint={checkpoint}",
+                           f"--reasoning_dir={reasoning_dir}", *extra], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_reasoning_signal_scores_each_query_on_the_rows_that_have_its_text(trained_run):
+    out = _run("reasoning_signal.py", *trained_run, "--split=test")
+    header = re.search(r"test rows: (\d+), with reasoning text: (\d+), in the think/answer format: (\d+)", out)
+    rows, with_text, in_format = map(int, header.groups())
+    table = dict((cells[0], cells[1:]) for cells in
+                 ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| "))
+                 if cells[0] != "query")
+    assert list(table) == ["prompt window", "reasoning", "answer", "prompt + reasoning", "chance (random scores)"]
+    assert rows == 40 and int(table["prompt window"][0]) == rows and int(table["reasoning"][0]) <= with_text
+    assert int(table["answer"][0]) <= rows and in_format <= with_text
+    metrics = [value for _, *values in table.values() for value in values if value != "-"]
+    assert len(metrics) >= 6 and all(0 <= float(value) <= 1 for value in metrics)
+
+
+def test_reasoning_effect_scores_the_model_with_its_reasoning_and_without(trained_run):
+    out = _run("reasoning_effect.py", *trained_run)
+    initial = re.search(r"^initial \{'ndcg@10': ([0-9.]+), 'with_text': (\d+)", out, re.M)
+    none = re.search(r"^no reasoning \{'ndcg@10': ([0-9.]+), 'with_text': 0", out, re.M)
+    assert initial and none and int(initial.group(2)) == 40
+    assert 0 <= float(initial.group(1)) <= 1 and 0 <= float(none.group(1)) <= 1
