@@ -1,12 +1,13 @@
 """How much the reasoning moves a trained RPORec's test ranking: the same model and test rows scored with
-(a) the initial policy's reasoning, (b) the RL-tuned policy's reasoning, (c) no reasoning at all; with every
-store found under the run's reasoning_dir, answer-forced ones (``--force_answer=True``) marked as such, so one
-model can be scored with the reasoning of a run with and of a run without forcing.
+(a) the initial policy's reasoning, (b) the RL-tuned policy's reasoning, (c) no reasoning at all; with every store
+of the run (its LLM, seed and prompt template) under its reasoning_dir, answer-forced ones (``--force_answer=True``)
+marked as such, so one model can be scored with the reasoning of a run with and of a run without forcing.
 
     python benchmarks/reasoning_effect.py --checkpoint=saved/RPORec-<time> --reasoning_dir=saved/reasoning
 
-Prints, per variant, test NDCG@10 (full ranking, history items masked) and, against (a), the mean absolute
-score change and the share of users whose top-10 list changes.
+Prints, per variant, test NDCG@10 (full ranking with the prompt window's items masked; RecBole's sequential
+protocol masks none, so these run higher than the comparison's) and, against (a), the mean absolute score change
+and the share of users whose top-10 list changes.
 """
 import argparse
 import glob
@@ -19,17 +20,30 @@ from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
 
 
-def stores(root):
-    """{policy: {prompt key: text}} of every reasoning store under ``root`` ("<policy> (forced)" for stores
-    written with answer forcing)."""
+RUN_IDENTITY = ("llm_path", "llm_seed", "template")  # what makes a store this run's: its LLM, seed and prompt
+
+
+def run_identity(config, model):
+    return {"llm_path": model.backbone.llm_path, "llm_seed": config["seed"], "template": model.prompts.template_hash}
+
+
+def stores(root, run):
+    """{label: {prompt key: text}} of the reasoning stores under ``root`` written for ``run`` (``run_identity``): one
+    per policy, "<policy> (forced)" for stores written with answer forcing, and the folder name added where two
+    stores would share a label (other decoding settings). Stores of other seeds (regression: they overwrote the
+    run's own under the same policy name) or other LLMs are left out."""
     by_policy = {}
-    for folder in glob.glob(os.path.join(root, "*")):
+    for folder in sorted(glob.glob(os.path.join(root, "*"))):
         with open(os.path.join(folder, "settings.json")) as handle:
             settings = json.load(handle)
-        policy = settings["policy"] + (" (forced)" if settings.get("force_answer") else "")
+        if any(settings.get(key) != run[key] for key in RUN_IDENTITY):
+            continue
+        label = settings["policy"] + (" (forced)" if settings.get("force_answer") else "")
+        if label in by_policy:
+            label += f" [{os.path.basename(folder)}]"
         with open(os.path.join(folder, "reasoning.jsonl")) as handle:
             entries = [json.loads(line) for line in handle if line.strip()]
-        by_policy[policy] = {e["key"]: e["text"] for e in entries}
+        by_policy[label] = {e["key"]: e["text"] for e in entries}
     return by_policy
 
 
@@ -43,7 +57,7 @@ def main():
     feat = test_data._dataset.inter_feat
     seq, seq_len, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.POS_ITEM_ID]
     prompts = [model.prompts.build(w) for w in model.windows(seq, seq_len)]
-    texts = stores(os.path.join(args.reasoning_dir, config["dataset"]))
+    texts = stores(os.path.join(args.reasoning_dir, config["dataset"]), run_identity(config, model))
     policies = sorted(texts, key=lambda policy: (policy != "initial", policy))  # the initial policy is the reference
     variants = {policy: [texts[policy].get(prompt_key(p), "") for p in prompts] for policy in policies}
     variants["no reasoning"] = [""] * len(prompts)

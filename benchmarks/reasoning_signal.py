@@ -15,7 +15,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from reasoning_effect import stores
+from reasoning_effect import run_identity, stores
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
 
@@ -39,7 +39,7 @@ def main():
     config, _, (_, valid_data, test_data), model = load_run(args.checkpoint, use_gpu=False)
     feat = (valid_data if args.split == "valid" else test_data)._dataset.inter_feat
     seq, seq_len, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.POS_ITEM_ID]
-    texts = stores(os.path.join(args.reasoning_dir, config["dataset"]))[args.policy]
+    texts = stores(os.path.join(args.reasoning_dir, config["dataset"]), run_identity(config, model))[args.policy]
     completions = [texts.get(prompt_key(model.prompts.build(w)), "") for w in model.windows(seq, seq_len)]
     reasoning, answers, flags = model.reasoning.encode(completions)
     prompt = model.pooled_prompt(seq, seq_len)

@@ -1,5 +1,6 @@
 """The benchmark probes of a trained run's reasoning: benchmarks/reasoning_signal.py (zero-shot ranking by the text
 alone) and benchmarks/reasoning_effect.py (the trained model with and without its reasoning)."""
+import json
 import math
 import os
 import re
@@ -14,6 +15,7 @@ from rporec_recbole.quick_start import run_recbole_rporec
 
 BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 sys.path.insert(0, BENCHMARKS)
+from reasoning_effect import stores  # noqa: E402
 from reasoning_signal import ndcg_and_recall  # noqa: E402
 
 
@@ -24,6 +26,27 @@ def test_ndcg_and_recall_rank_against_every_item_but_the_padding():
     ndcg, recall = ndcg_and_recall(scores, torch.tensor([2, 3, 2]), k=3)
     assert ndcg == round((1 + 0 + 1 / math.log2(3)) / 3, 4)
     assert recall == round(2 / 3, 4)
+
+
+def _store(root, name, texts, **settings):
+    folder = root / name
+    folder.mkdir()
+    base = {"llm_path": "embedded:smollm2-135m", "llm_seed": 2020, "template": "t1", "policy": "initial"}
+    (folder / "settings.json").write_text(json.dumps({**base, **settings}))
+    (folder / "reasoning.jsonl").write_text("".join(json.dumps({"key": k, "text": v}) + "\n" for k, v in texts.items()))
+
+
+def test_stores_are_the_runs_own(tmp_path):
+    # regression: stores were keyed by policy alone, so another seed's "initial" store could stand in for the run's
+    _store(tmp_path, "a", {"k": "seed 2021's"}, llm_seed=2021)
+    _store(tmp_path, "b", {"k": "this run's"})
+    _store(tmp_path, "c", {"k": "other model's"}, llm_path="tiny-random")
+    _store(tmp_path, "d", {"k": "forced"}, force_answer=True)
+    _store(tmp_path, "e", {"k": "tuned"}, policy="grpo-1")
+    _store(tmp_path, "f", {"k": "longer"}, max_new_tokens=256)
+    run = {"llm_path": "embedded:smollm2-135m", "llm_seed": 2020, "template": "t1"}
+    assert stores(str(tmp_path), run) == {"initial": {"k": "this run's"}, "initial (forced)": {"k": "forced"},
+                                          "grpo-1": {"k": "tuned"}, "initial [f]": {"k": "longer"}}
 
 
 @pytest.fixture(scope="module")
