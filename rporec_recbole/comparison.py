@@ -274,15 +274,16 @@ def _mean_over_seeds(by_seed, seeds):
     return {user: statistics.fmean(by_seed[seed][user] for seed in seeds) for user in users}
 
 
-def significance(rows, summary, out_dir, k=10):
+def significance(rows, summary, out_dir, k=10, extra_pairs=()):
     """Paired t-tests on per-user NDCG@k: each RPORec row against each baseline (the best first: which one is best
-    can hang on a seed), then ``ablation_pairs``. A user's value is averaged over the seeds both rows ran, so each
-    test pairs the same users and seeds."""
+    can hang on a seed), then ``ablation_pairs``, then ``extra_pairs`` ((row, against) named by the caller, e.g. two
+    rows of different suffixes). A user's value is averaged over the seeds both rows ran, so each test pairs the
+    same users and seeds."""
     results = per_user_results(rows, out_dir, k)
     pairs = [(name, base["model"]) for base in baselines_best_first(summary) for name in results
              if name.startswith("RPORec")]
     tests = []
-    for row, against in pairs + ablation_pairs(results):
+    for row, against in pairs + ablation_pairs(results) + [tuple(pair) for pair in extra_pairs]:
         seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())
         if not seeds:
             continue
@@ -342,10 +343,10 @@ def bar_chart(summary, path):
     plt.close(fig)
 
 
-def write_outputs(rows, out_dir):
+def write_outputs(rows, out_dir, extra_pairs=()):
     """results.md / .csv / .json (one object per run), results.png and significance.json; returns the markdown."""
     summary = summarize(rows)
-    tests = significance(rows, summary, out_dir)
+    tests = significance(rows, summary, out_dir, extra_pairs=extra_pairs)
     markdown = markdown_table(summary) + "\n" + significance_table(tests, rows)
     atomic_write_bytes(os.path.join(out_dir, "results.md"), markdown.encode())
     atomic_write_json(os.path.join(out_dir, "results.json"), rows)
