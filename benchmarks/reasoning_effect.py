@@ -16,6 +16,7 @@ import os
 
 import torch
 
+from rporec_recbole.per_user import target_rank_metrics
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
 
@@ -66,8 +67,7 @@ def main():
         scores = model.score(model.users_for_completions(seq, seq_len, completions)).float()
         scores[:, 0] = -torch.inf
         scores.scatter_(1, seq, -torch.inf)
-        rank = (scores > scores.gather(1, target[:, None])).sum(dim=1) + 1
-        ndcg = float(torch.where(rank <= 10, 1.0 / torch.log2(rank.double() + 1), 0.0).mean())
+        ndcg, _ = target_rank_metrics(scores, target, k=10)
         top10 = scores.topk(10, dim=1).indices
         row = {"ndcg@10": round(ndcg, 4), "with_text": sum(bool(c) for c in completions)}
         if baseline is None:

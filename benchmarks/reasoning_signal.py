@@ -16,16 +16,16 @@ import torch
 import torch.nn.functional as F
 
 from reasoning_effect import run_identity, stores
+from rporec_recbole.per_user import target_rank_metrics
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
 
 
 def ndcg_and_recall(scores, target, k=10):
+    """Rounded NDCG@k and Recall@k over every item but the padding item 0 (RecBole's sequential protocol)."""
     scores = scores.clone()
     scores[:, 0] = -torch.inf
-    rank = (scores > scores.gather(1, target[:, None])).sum(dim=1) + 1
-    ndcg = torch.where(rank <= k, 1.0 / torch.log2(rank.double() + 1), 0.0).mean()
-    return round(float(ndcg), 4), round(float((rank <= k).double().mean()), 4)
+    return tuple(round(value, 4) for value in target_rank_metrics(scores, target, k))
 
 
 @torch.no_grad()

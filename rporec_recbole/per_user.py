@@ -69,6 +69,15 @@ def per_user_ndcg(evaluation, k):
     return dict(zip(evaluation["user_id"].tolist(), values.tolist()))
 
 
+def target_rank_metrics(scores, targets, k=10):
+    """Mean ``(NDCG@k, Recall@k)`` of each row's target in a full ranking of ``scores`` (B, n_items): its rank is 1 +
+    the items scored strictly above it. Items the caller masks get -inf scores first."""
+    rank = (scores > scores.gather(1, targets[:, None])).sum(dim=1) + 1
+    hit = rank <= k
+    ndcg = torch.where(hit, 1.0 / torch.log2(rank.double() + 1), 0.0).mean()
+    return float(ndcg), float(hit.double().mean())
+
+
 def paired_test(ndcg_a, ndcg_b):
     """Paired t-test over the users both ``{user: value}`` dicts hold: (users, mean a, mean b, p-value)."""
     users = sorted(ndcg_a.keys() & ndcg_b.keys())

@@ -28,6 +28,7 @@ from rporec_recbole.answer_forcing import generate_with_forced_answer
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.model import ReasoningTable
+from rporec_recbole.per_user import target_rank_metrics
 from rporec_recbole.reasoning_store import ReasoningStore
 from rporec_recbole.timing import PhaseTimer
 
@@ -285,8 +286,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
             scores = self.model.score(self.model.users_for_completions(seq, seq_len, completions))
             scores[:, 0] = -torch.inf
             scores.scatter_(1, seq, -torch.inf)
-            rank = (scores > scores.gather(1, targets[:, None])).sum(dim=1) + 1
-            ndcg = float(torch.where(rank <= 10, 1.0 / torch.log2(rank.double() + 1), 0.0).mean())
+            ndcg, _ = target_rank_metrics(scores, targets, k=10)
         return broadcast_object_list([ndcg])[0]
 
     # ----- RecBole hooks ---------------------------------------------------------------------------------

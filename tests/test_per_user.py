@@ -2,8 +2,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
-from rporec_recbole.per_user import load_per_user, paired_test, per_user_ndcg, save_per_user
+from rporec_recbole.per_user import load_per_user, paired_test, per_user_ndcg, save_per_user, target_rank_metrics
 
 
 def _evaluation(user_ids, hit_ranks, max_k=20):
@@ -25,6 +26,16 @@ def test_per_user_ndcg_with_several_positives_uses_recbole_normalisation():
     evaluation = _evaluation([1], [2])
     evaluation["topk"][0, -1] = 2  # two positives, one found at rank 2: DCG 1/log2(3) over IDCG 1 + 1/log2(3)
     assert per_user_ndcg(evaluation, k=10)[1] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+
+
+def test_target_rank_metrics_agree_with_recbole_ndcg_on_the_same_ranks():
+    # targets ranked 1, 3 and 12 (ties count for the target), one masked out of the ranking with -inf
+    scores = torch.tensor([[0.9, 0.5, 0.1] + [0.0] * 11, [0.9, 0.8, 0.7, 0.7] + [0.0] * 10,
+                           [1.0] * 11 + [0.5, 0.0, 0.0], [-torch.inf] + [1.0] * 13])
+    ndcg, recall = target_rank_metrics(scores, torch.tensor([0, 2, 11, 0]), k=10)
+    recbole = per_user_ndcg(_evaluation([1, 2, 3, 4], [1, 3, 0, 0]), k=10)
+    assert ndcg == pytest.approx(sum(recbole.values()) / 4)
+    assert recall == pytest.approx(2 / 4)
 
 
 def test_save_and_load_per_user_round_trip(tmp_path):
