@@ -19,13 +19,15 @@ import torch
 from rporec_recbole.per_user import target_rank_metrics
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
+from rporec_recbole.trainer import INITIAL_POLICY, reasoning_store_settings
 
 
 RUN_IDENTITY = ("llm_path", "llm_seed", "template")  # what makes a store this run's: its LLM, seed and prompt
 
 
 def run_identity(config, model):
-    return {"llm_path": model.backbone.llm_path, "llm_seed": config["seed"], "template": model.prompts.template_hash}
+    settings = reasoning_store_settings(config, model, INITIAL_POLICY)  # as the run's trainer names its stores
+    return {key: settings[key] for key in RUN_IDENTITY}
 
 
 def stores(root, run):

@@ -58,6 +58,19 @@ def generation_seed(seed, policy, prompts):
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def reasoning_store_settings(config, model, policy_id):
+    """What a reasoning store's completions depend on (its namespace): the LLM and its sampling seed, the prompt
+    template, the decoding settings and the policy that wrote them."""
+    settings = {
+        "llm_path": model.backbone.llm_path, "llm_dtype": config["llm_dtype"], "llm_seed": config["seed"],
+        "template": model.prompts.template_hash, "max_new_tokens": config["max_new_tokens"], "top_p": config["top_p"],
+        "temperature": config["temperature"], "do_sample": config["do_sample"], "policy": policy_id,
+    }
+    if config["force_answer"]:  # stores written before answer forcing existed keep their keys
+        settings.update(force_answer=True, answer_max_new_tokens=config["answer_max_new_tokens"])
+    return settings
+
+
 class RPORecTrainer(SafeCheckpointMixin, Trainer):
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -117,15 +130,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
 
     # ----- reasoning -------------------------------------------------------------------------------------
     def reasoning_store(self):
-        prompts = self.model.prompts
-        settings = {
-            "llm_path": self.model.backbone.llm_path, "llm_dtype": self.config["llm_dtype"],
-            "llm_seed": self.config["seed"], "template": prompts.template_hash,
-            "max_new_tokens": self.config["max_new_tokens"], "top_p": self.config["top_p"],
-            "temperature": self.config["temperature"], "do_sample": self.config["do_sample"], "policy": self.policy_id,
-        }
-        if self.config["force_answer"]:  # stores written before answer forcing existed keep their keys
-            settings.update(force_answer=True, answer_max_new_tokens=self.config["answer_max_new_tokens"])
+        settings = reasoning_store_settings(self.config, self.model, self.policy_id)
         return ReasoningStore(os.path.join(self.config["reasoning_dir"], self.config["dataset"]), settings)
 
     @contextmanager
