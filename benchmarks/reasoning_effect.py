@@ -32,7 +32,8 @@ def run_identity(config, model):
 
 def stores(root, run):
     """{label: {prompt key: text}} of the reasoning stores under ``root`` written for ``run`` (``run_identity``): one
-    per policy, "<policy> (forced)" for stores written with answer forcing, and the folder name added where two
+    per policy, "<policy> (forced)" for stores written with answer forcing ("(forced, item answers)" with the answers
+    constrained to items), and the folder name added where two
     stores would share a label (other decoding settings). Stores of other seeds (regression: they overwrote the
     run's own under the same policy name) or other LLMs are left out."""
     by_policy = {}
@@ -41,7 +42,8 @@ def stores(root, run):
             settings = json.load(handle)
         if any(settings.get(key) != run[key] for key in RUN_IDENTITY):
             continue
-        label = settings["policy"] + (" (forced)" if settings.get("force_answer") else "")
+        label = settings["policy"] + (" (forced, item answers)" if settings.get("constrain_answer")
+                                      else " (forced)" if settings.get("force_answer") else "")
         if label in by_policy:
             label += f" [{os.path.basename(folder)}]"
         with open(os.path.join(folder, "reasoning.jsonl")) as handle:

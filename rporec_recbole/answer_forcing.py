@@ -31,11 +31,13 @@ def _encode(tokenizer, text):
 
 
 def generate_with_forced_answer(engine, prompt_ids, reasoning_tokens, answer_tokens, num_return_sequences=1,
-                                **sampling):
+                                answer_constraint=None, **sampling):
     """``ForcedCompletion`` per (prompt, return sequence), in ``engine.generate_ids``'s order.
 
     ``sampling`` takes ``do_sample``, ``temperature``, ``top_p`` and ``generator``; both phases use it (the
-    generator continues from phase 1 to phase 2, so a seeded call is reproducible).
+    generator continues from phase 1 to phase 2, so a seeded call is reproducible). With ``answer_constraint``
+    (an ``ItemAnswerTrie``) the answer is an item's text followed by ``</answer>``, and its budget is the longest
+    of those instead of ``answer_tokens``, so that no answer is cut short.
     """
     tokenizer = engine.tokenizer
     reasoning = engine.generate_ids(prompt_ids, max_new_tokens=reasoning_tokens, stop_strings=[THINK_CLOSE],
@@ -43,8 +45,11 @@ def generate_with_forced_answer(engine, prompt_ids, reasoning_tokens, answer_tok
     row_prompts = [p for p in prompt_ids for _ in range(num_return_sequences)]
     bridges = [_encode(tokenizer, "\n" + ANSWER_OPEN if THINK_CLOSE in tokenizer.decode(ids)
                        else "\n" + THINK_CLOSE + "\n" + ANSWER_OPEN) for ids in reasoning]
+    constrained = {} if answer_constraint is None else dict(allowed_tokens=answer_constraint.allowed)
     answers = engine.generate_ids([p + r + b for p, r, b in zip(row_prompts, reasoning, bridges)],
-                                  max_new_tokens=answer_tokens, stop_strings=[ANSWER_CLOSE], **sampling)
+                                  max_new_tokens=answer_tokens if answer_constraint is None
+                                  else answer_constraint.max_length,
+                                  stop_strings=[ANSWER_CLOSE], **constrained, **sampling)
     closer = _encode(tokenizer, ANSWER_CLOSE)
     completions = []
     for r, b, a in zip(reasoning, bridges, answers):

@@ -63,11 +63,13 @@ class GenerationEngine:
     def generate_ids(self, prompt_ids: list[list[int]], max_new_tokens: int, do_sample: bool = True,
                      temperature: float = 1.0, top_p: float = 1.0, num_return_sequences: int = 1,
                      generator: torch.Generator | None = None, stop_strings: list[str] | None = None,
-                     min_new_tokens: int = 0) -> list[list[int]]:
+                     min_new_tokens: int = 0, allowed_tokens=None) -> list[list[int]]:
         """Completion token ids (prompt excluded), one list per (prompt, return sequence) in order
         prompt0-seq0, prompt0-seq1, ..., cut after the first EOS (EOS itself excluded) or stop string.
 
-        ``min_new_tokens`` bans EOS for that many steps, as in HF ``generate``.
+        ``min_new_tokens`` bans EOS for that many steps, as in HF ``generate``. ``allowed_tokens`` constrains
+        decoding: called with a row's completion so far, it returns the token ids that may come next (sampled
+        from the renormalised distribution over them), or None for no constraint.
         """
         if not prompt_ids or max_new_tokens <= 0:
             return [[] for _ in range(len(prompt_ids) * num_return_sequences)]
@@ -78,10 +80,10 @@ class GenerationEngine:
         with _eval_mode(self.model):
             if self.uses_fast_path:
                 results = self._generate_fast(prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences,
-                                              options, stopper)
+                                              options, stopper, allowed_tokens)
             else:
                 results = self._generate_fallback(prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences,
-                                                  options, stop_strings)
+                                                  options, stop_strings, allowed_tokens)
         return [stopper.cut(tokens) for tokens in results]
 
     def generate(self, prompts: list[str], **kwargs) -> list[str]:
@@ -96,19 +98,20 @@ class GenerationEngine:
         rows = [i for i in order for _ in range(num_return_sequences)]
         return [rows[start:start + self.max_batch_size] for start in range(0, len(rows), self.max_batch_size)]
 
-    def _generate_fast(self, prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences, options, stopper):
+    def _generate_fast(self, prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences, options, stopper,
+                       allowed_tokens):
         decoder = _FastDecoder(_fast_decoder_model(self.model))
         completions = []
         for batch_rows in tqdm(self._batches(prompt_ids, num_return_sequences), desc="generate",
                                disable=not self.show_progress):
             unique = {prompt: n for n, prompt in enumerate(dict.fromkeys(batch_rows))}  # one prefill per prompt
             batch = decoder.generate([prompt_ids[i] for i in unique], [unique[i] for i in batch_rows],
-                                     max_new_tokens, min_new_tokens, options, stopper)
+                                     max_new_tokens, min_new_tokens, options, stopper, allowed_tokens)
             completions.extend(zip(batch_rows, batch))
         return _restore_order(completions, len(prompt_ids), num_return_sequences)
 
     def _generate_fallback(self, prompt_ids, max_new_tokens, min_new_tokens, num_return_sequences, options,
-                           stop_strings):
+                           stop_strings, allowed_tokens):
         """HF ``generate`` on the same length-sorted batches; a fresh config so no model-specific defaults sneak in."""
         config = GenerationConfig(
             max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens or None, do_sample=options.do_sample,
@@ -125,9 +128,23 @@ class GenerationEngine:
                                    disable=not self.show_progress):
                 input_ids, attention_mask = _left_pad([prompt_ids[i] for i in batch_rows], config.pad_token_id)
                 out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask,
-                                          generation_config=config, tokenizer=self.tokenizer if stop_strings else None)
+                                          generation_config=config, tokenizer=self.tokenizer if stop_strings else None,
+                                          prefix_allowed_tokens_fn=self._hf_prefix_constraint(allowed_tokens,
+                                                                                              input_ids.shape[1]))
                 completions.extend(zip(batch_rows, out[:, input_ids.shape[1]:].tolist()))
         return _restore_order(completions, len(prompt_ids), num_return_sequences)
+
+    def _hf_prefix_constraint(self, allowed_tokens, prompt_width):
+        """``allowed_tokens`` as HF's ``prefix_allowed_tokens_fn`` (which sees prompt and completion, and takes
+        every token id for no constraint)."""
+        if allowed_tokens is None:
+            return None
+        every_token = range(self.model.get_output_embeddings().weight.shape[0])
+
+        def prefix_allowed_tokens(batch_id, sequence):
+            allowed = allowed_tokens(sequence[prompt_width:].tolist())
+            return every_token if allowed is None else allowed
+        return prefix_allowed_tokens
 
 
 class _SamplingOptions:
@@ -254,7 +271,7 @@ class _FastDecoder:
         self.dtype = self.backbone.embed_tokens.weight.dtype
         self.projections = [_LayerProjections(layer) for layer in self.backbone.layers]
 
-    def generate(self, unique_prompts, row_prompt, max_new_tokens, min_new_tokens, options, stopper):
+    def generate(self, unique_prompts, row_prompt, max_new_tokens, min_new_tokens, options, stopper, allowed_tokens):
         """Completions for rows ``row_prompt`` (indices into ``unique_prompts``), not yet cut at EOS/stop strings."""
         shared = _shared_prefix_length(unique_prompts)
         input_ids, attention_mask = _left_pad([p[shared:] for p in unique_prompts], 0)
@@ -275,6 +292,9 @@ class _FastDecoder:
         for step in range(max_new_tokens):
             if step < min_new_tokens and stopper.eos:
                 logits[:, sorted(stopper.eos)] = -math.inf
+            if allowed_tokens is not None:
+                logits = _constrain(logits, [None if finished[index] else allowed_tokens(completions[index])
+                                             for index in alive])
             tokens = sample_next_tokens(logits, options)
             for slot, token in enumerate(tokens.tolist()):
                 index = alive[slot]
@@ -497,6 +517,18 @@ class _KVCache:
             own[:, :, :prefix.length] = shared[:, :, :prefix.length]
         self.key_mask[:, :prefix.length] = True
         self.length = prefix.length
+
+
+def _constrain(logits, allowed_per_row):
+    """``logits`` with every token outside a row's allowed ids at -inf (rows with None are left as they are)."""
+    if all(allowed is None for allowed in allowed_per_row):
+        return logits
+    mask = torch.zeros_like(logits)
+    for row, allowed in enumerate(allowed_per_row):
+        if allowed is not None:
+            mask[row] = -math.inf
+            mask[row, allowed] = 0
+    return logits + mask
 
 
 def _apply_rotary(q, k, cos, sin):

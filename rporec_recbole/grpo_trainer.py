@@ -242,9 +242,10 @@ class PolicyPair:
 class GRPOTrainer:
     """Generate-and-score, then the loss: TRL's GRPO loop on one HF causal LM, for 1 or N Accelerate processes."""
 
-    def __init__(self, model, tokenizer, settings, accelerator):
+    def __init__(self, model, tokenizer, settings, accelerator, answer_constraint=None):
         settings.check(accelerator.num_processes)
         self.settings = settings
+        self.answer_constraint = answer_constraint  # an ItemAnswerTrie: forced answers are item texts
         self.tokenizer = tokenizer
         self.accelerator = accelerator
         self.pair = PolicyPair(model, settings)
@@ -267,7 +268,8 @@ class GRPOTrainer:
         sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, generator=generator)
         if s.force_answer:
             forced_completions = generate_with_forced_answer(self.engine, prompt_ids, s.max_completion_length,
-                                                             s.answer_max_new_tokens, s.num_generations, **sampling)
+                                                             s.answer_max_new_tokens, s.num_generations,
+                                                             answer_constraint=self.answer_constraint, **sampling)
             completions = [c.token_ids for c in forced_completions]
             trained, forced = completions, [c.forced for c in forced_completions]
         else:
@@ -553,7 +555,7 @@ def run_rl_stage(trainer, train_data):
     """Stage 2 for an ``RPORecTrainer`` whose model holds the stage-1 RecHead; returns the ``GRPOTrainer``."""
     config, model, acc = trainer.config, trainer.model, trainer.accelerator
     settings = GRPOSettings.from_config(config)
-    grpo = GRPOTrainer(model.backbone.model, model.backbone.tokenizer, settings, acc)
+    grpo = GRPOTrainer(model.backbone.model, model.backbone.tokenizer, settings, acc, model.answer_constraint)
     pool = TrainingPrompts(model, train_data, config["rl_prompts_per_user"], config["seed"])
     reward_fn = RecHeadRewards(pool, grpo.summarize, model.backbone.tokenizer, reward_weights(config),
                                config["rl_rank_over"], config["rl_rank_negatives"], config["seed"])

@@ -13,6 +13,7 @@ from recbole.model.layers import TransformerEncoder
 from recbole.utils import InputType
 from torch import nn
 
+from rporec_recbole.answer_constraint import ItemAnswerTrie
 from rporec_recbole.item_text import build_item_texts
 from rporec_recbole.llm import Backbone
 from rporec_recbole.parsing import THINK_OPEN, parse_output
@@ -112,6 +113,7 @@ class RPORec(SequentialRecommender):
         self.item_texts = build_item_texts(dataset, config["item_title_field"], config["item_text_fields"] or (),
                                            config["max_item_text_chars"])
         self.prompts = PromptBuilder(tokenizer, self.item_texts, config["history_window"], config["max_prompt_tokens"])
+        self.answer_constraint = ItemAnswerTrie(tokenizer, self.item_texts) if config["constrain_answer"] else None
         embedder = load_text_embedder(config["text_embedder"], self.backbone)
         self.reasoning = ReasoningTable(embedder, config["max_reasoning_tokens"], config["max_answer_tokens"])
 

@@ -68,6 +68,8 @@ def reasoning_store_settings(config, model, policy_id):
     }
     if config["force_answer"]:  # stores written before answer forcing existed keep their keys
         settings.update(force_answer=True, answer_max_new_tokens=config["answer_max_new_tokens"])
+    if config["constrain_answer"]:
+        settings.update(constrain_answer=True)
     return settings
 
 
@@ -158,7 +160,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
                 return engine.generate(prompts, max_new_tokens=self.config["max_new_tokens"], **sampling)
             prompt_ids = [tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
             completions = generate_with_forced_answer(engine, prompt_ids, self.config["max_new_tokens"],
-                                                      self.config["answer_max_new_tokens"], **sampling)
+                                                      self.config["answer_max_new_tokens"],
+                                                      answer_constraint=self.model.answer_constraint, **sampling)
             return tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
 
     def _fill_store(self, store, prompts, progress):

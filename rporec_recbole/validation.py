@@ -20,6 +20,7 @@ _RULES = {
     "do_sample": (bool, lambda v: True, "true or false"),
     "force_answer": (bool, lambda v: True, "true or false"),
     "answer_max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
+    "constrain_answer": (bool, lambda v: True, "true or false"),
     "loss_type": (str, lambda v: v in ("sampled_softmax", "CE"), "'sampled_softmax' or 'CE'"),
     "rl_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "rl_prompts_per_step": (int, lambda v: v >= 1, "an integer >= 1"),
@@ -63,3 +64,6 @@ def validate_config(config, extra_rules=None):
     if config["history_window"] > config["MAX_ITEM_LIST_LENGTH"]:
         raise ConfigValueError(f"history_window={config['history_window']} exceeds MAX_ITEM_LIST_LENGTH="
                                f"{config['MAX_ITEM_LIST_LENGTH']}: RecBole keeps only that many items per sample")
+    if config["constrain_answer"] and not config["force_answer"]:
+        raise ConfigValueError("constrain_answer=True needs force_answer=True: the constraint applies to the answer "
+                               "that forcing asks for")

@@ -44,9 +44,11 @@ def test_stores_are_the_runs_own(tmp_path):
     _store(tmp_path, "d", {"k": "forced"}, force_answer=True)
     _store(tmp_path, "e", {"k": "tuned"}, policy="grpo-1")
     _store(tmp_path, "f", {"k": "longer"}, max_new_tokens=256)
+    _store(tmp_path, "g", {"k": "an item"}, force_answer=True, constrain_answer=True)
     run = {"llm_path": "embedded:smollm2-135m", "llm_seed": 2020, "template": "t1"}
     assert stores(str(tmp_path), run) == {"initial": {"k": "this run's"}, "initial (forced)": {"k": "forced"},
-                                          "grpo-1": {"k": "tuned"}, "initial [f]": {"k": "longer"}}
+                                          "grpo-1": {"k": "tuned"}, "initial [f]": {"k": "longer"},
+                                          "initial (forced, item answers)": {"k": "an item"}}
 
 
 @pytest.fixture(scope="module")
