@@ -1,11 +1,17 @@
 import os
 import shutil
+import sys
 
 import pytest
 import recbole
 import torch
 
 from rporec_recbole.llm import TINY_RANDOM_LLM, load_llm, load_tokenizer
+
+# The benchmark scripts are top-level modules (they import each other by name, as when run as scripts): the tests
+# import them the same way.
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+sys.path.append(BENCHMARKS)
 
 
 @pytest.fixture(scope="session")

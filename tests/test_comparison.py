@@ -1,5 +1,4 @@
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -10,6 +9,7 @@ import pytest
 import yaml
 
 from conftest import mini_config
+import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, TABLE_METRICS, ablation_pairs, chart_figure, main, make_row, row_command, row_key,
                                        row_run_settings, row_spec, significance, significance_table, summarize)
@@ -212,7 +212,6 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     # a pair no rule makes (rows of different suffixes), asked for by name through benchmarks/write_table.py
     for row in rows:
         (tmp_path / "rows" / f"{row['model']}-{row['seed']}.json").write_text(json.dumps(row))
-    write_table = _benchmark_module("write_table")
     write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:RPORec-no-semantic"])
     asked = json.loads((tmp_path / "significance.json").read_text())[-1]
     assert (asked["row"], asked["against"], asked["seeds"]) == ("RPORec-no-reasoning-sampled", "RPORec-no-semantic",
@@ -221,14 +220,6 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert "| RPORec-no-reasoning-sampled | RPORec-no-semantic |" in (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit):
         write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:no-such-row"])
-
-
-def _benchmark_module(name):
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_table_without_paired_tests_says_so():

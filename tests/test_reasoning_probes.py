@@ -10,13 +10,10 @@ import sys
 import pytest
 import torch
 
-from conftest import mini_config
+from conftest import BENCHMARKS, mini_config
+from reasoning_effect import stores  # benchmarks/, on the path through conftest
+from reasoning_signal import ndcg_and_recall
 from rporec_recbole.quick_start import run_recbole_rporec
-
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
-sys.path.insert(0, BENCHMARKS)
-from reasoning_effect import stores  # noqa: E402
-from reasoning_signal import ndcg_and_recall  # noqa: E402
 
 
 def test_ndcg_and_recall_rank_against_every_item_but_the_padding():
