@@ -33,9 +33,9 @@ def run_identity(config, model):
 def stores(root, run):
     """{label: {prompt key: text}} of the reasoning stores under ``root`` written for ``run`` (``run_identity``): one
     per policy, "<policy> (forced)" for stores written with answer forcing ("(forced, item answers)" with the answers
-    constrained to items), and the folder name added where two
-    stores would share a label (other decoding settings). Stores of other seeds (regression: they overwrote the
-    run's own under the same policy name) or other LLMs are left out."""
+    constrained to items), and the folder name added where two stores would share a label (other decoding
+    settings). Stores of other seeds (regression: they overwrote the run's own under the same policy name) or other
+    LLMs are left out."""
     by_policy = {}
     for folder in sorted(glob.glob(os.path.join(root, "*"))):
         with open(os.path.join(folder, "settings.json")) as handle:

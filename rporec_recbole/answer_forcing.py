@@ -45,11 +45,11 @@ def generate_with_forced_answer(engine, prompt_ids, reasoning_tokens, answer_tok
     row_prompts = [p for p in prompt_ids for _ in range(num_return_sequences)]
     bridges = [_encode(tokenizer, "\n" + ANSWER_OPEN if THINK_CLOSE in tokenizer.decode(ids)
                        else "\n" + THINK_CLOSE + "\n" + ANSWER_OPEN) for ids in reasoning]
-    constrained = {} if answer_constraint is None else dict(allowed_tokens=answer_constraint.allowed)
+    budget, allowed = ((answer_tokens, None) if answer_constraint is None
+                       else (answer_constraint.max_length, answer_constraint.allowed))
     answers = engine.generate_ids([p + r + b for p, r, b in zip(row_prompts, reasoning, bridges)],
-                                  max_new_tokens=answer_tokens if answer_constraint is None
-                                  else answer_constraint.max_length,
-                                  stop_strings=[ANSWER_CLOSE], **constrained, **sampling)
+                                  max_new_tokens=budget, stop_strings=[ANSWER_CLOSE], allowed_tokens=allowed,
+                                  **sampling)
     closer = _encode(tokenizer, ANSWER_CLOSE)
     completions = []
     for r, b, a in zip(reasoning, bridges, answers):
