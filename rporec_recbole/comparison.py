@@ -39,7 +39,7 @@ VARIANTS = {
 # a setting stays out of the row's key, so adding an option (off by default) keeps every cached row. A later change
 # of its default puts the new value in the key, and the rows it applies to rerun. Add each new setting here.
 SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "text_embedder": "llm",
-                        "constrain_answer": False}
+                        "constrain_answer": False, "answer_fusion": "replace"}
 TABLE_METRICS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20"]
 
 

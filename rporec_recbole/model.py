@@ -127,7 +127,8 @@ class RPORec(SequentialRecommender):
             self.prompt_encoder = StaticTextEncoder(dim)
             self.reasoning_encoder = StaticTextEncoder(dim)
             self.answer_encoder = StaticTextEncoder(dim)
-            self.rec_head = RecHead(dim, config["head_layers"], config["head_heads"], dropout=config["dropout_prob"])
+            self.rec_head = RecHead(dim, config["head_layers"], config["head_heads"], dropout=config["dropout_prob"],
+                                    answer_fusion=config["answer_fusion"])
         if self.use_collaborative:
             hidden = config["hidden_size"]
             self.item_embedding = nn.Embedding(self.n_items, hidden, padding_idx=0)

@@ -21,6 +21,7 @@ _RULES = {
     "force_answer": (bool, lambda v: True, "true or false"),
     "answer_max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
     "constrain_answer": (bool, lambda v: True, "true or false"),
+    "answer_fusion": (str, lambda v: v in ("replace", "add"), "'replace' (the paper) or 'add'"),
     "loss_type": (str, lambda v: v in ("sampled_softmax", "CE"), "'sampled_softmax' or 'CE'"),
     "rl_steps": (int, lambda v: v >= 0, "an integer >= 0"),
     "rl_prompts_per_step": (int, lambda v: v >= 1, "an integer >= 1"),

@@ -14,6 +14,7 @@ from rporec_recbole.validation import ConfigValueError, validate_config
     ("history_window", 80, "history_window=80 exceeds MAX_ITEM_LIST_LENGTH=20"),
     ("rl_num_generations", -4, "rl_num_generations=-4 is invalid: expected an integer >= 2"),
     ("rl_top_p", 1.2, r"rl_top_p=1.2 is invalid: expected a number in \(0, 1\]"),
+    ("answer_fusion", "concat", "answer_fusion='concat' is invalid: expected 'replace' \\(the paper\\) or 'add'"),
     ("rl_loss_type", "ppo", "rl_loss_type='ppo' is invalid: expected grpo, dapo or dr_grpo"),
 ])
 def test_bad_values_are_named_with_the_rule(key, value, message):
