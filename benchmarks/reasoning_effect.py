@@ -1,9 +1,13 @@
-"""How much the reasoning moves a trained RPORec's test ranking: the same model and test rows scored with
+"""How much the reasoning moves a trained RPORec's ranking: the same model and rows (test by default) scored with
 (a) the initial policy's reasoning, (b) the RL-tuned policy's reasoning, (c) no reasoning at all; with every store
 of the run (its LLM, seed and prompt template) under its reasoning_dir, answer-forced ones (``--force_answer=True``)
 marked as such, so one model can be scored with the reasoning of a run with and of a run without forcing.
 
-    python benchmarks/reasoning_effect.py --checkpoint=saved/RPORec-<time> --reasoning_dir=saved/reasoning
+    python benchmarks/reasoning_effect.py --checkpoint=saved/RPORec-<time> --reasoning_dir=saved/reasoning \
+        [--split=test|valid|train]
+
+``--split=train`` scores the training rows that stage 1 saw with reasoning (the latest ``reasoning_train_per_user``
+of each user): a variant far better there than on test is memorised rather than learned.
 
 Prints, per variant, test NDCG@10 (full ranking with the prompt window's items masked; RecBole's sequential
 protocol masks none, so these run higher than the comparison's) and, against (a), the mean absolute score change
@@ -19,7 +23,7 @@ import torch
 from rporec_recbole.per_user import target_rank_metrics
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
-from rporec_recbole.trainer import INITIAL_POLICY, reasoning_store_settings
+from rporec_recbole.trainer import INITIAL_POLICY, last_k_per_user, reasoning_store_settings
 
 
 RUN_IDENTITY = ("llm_path", "llm_seed", "template")  # what makes a store this run's: its LLM, seed and prompt
@@ -52,16 +56,28 @@ def stores(root, run):
     return by_policy
 
 
+def split_rows(config, loaders, model, split):
+    """``(item_seq, item_seq_len, target)`` of the split's rows; for train, those that had reasoning in stage 1."""
+    dataset = dict(zip(("train", "valid", "test"), loaders))[split]._dataset
+    feat = dataset.inter_feat
+    rows = slice(None)
+    if split == "train":
+        rows = torch.as_tensor(last_k_per_user(feat[dataset.uid_field].numpy(), feat[model.ITEM_SEQ_LEN].numpy(),
+                                               config["reasoning_train_per_user"]))
+    return feat[model.ITEM_SEQ][rows], feat[model.ITEM_SEQ_LEN][rows], feat[model.POS_ITEM_ID][rows]
+
+
 @torch.no_grad()
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True)
     parser.add_argument("--reasoning_dir", required=True, help="the run's reasoning_dir (its dataset folder inside)")
+    parser.add_argument("--split", default="test", choices=("test", "valid", "train"))
     args = parser.parse_args()
-    config, _, (_, _, test_data), model = load_run(args.checkpoint, use_gpu=False)  # scored on CPU tensors
-    feat = test_data._dataset.inter_feat
-    seq, seq_len, target = feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN], feat[model.POS_ITEM_ID]
+    config, _, loaders, model = load_run(args.checkpoint, use_gpu=False)  # scored on CPU tensors
+    seq, seq_len, target = split_rows(config, loaders, model, args.split)
     prompts = [model.prompts.build(w) for w in model.windows(seq, seq_len)]
+    print(f"{args.split} rows: {len(prompts)}")
     texts = stores(os.path.join(args.reasoning_dir, config["dataset"]), run_identity(config, model))
     policies = sorted(texts, key=lambda policy: (policy != "initial", policy))  # the initial policy is the reference
     variants = {policy: [texts[policy].get(prompt_key(p), "") for p in prompts] for policy in policies}
