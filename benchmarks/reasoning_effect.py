@@ -9,7 +9,7 @@ marked as such, so one model can be scored with the reasoning of a run with and 
 ``--split=train`` scores the training rows that stage 1 saw with reasoning (the latest ``reasoning_train_per_user``
 of each user): a variant far better there than on test is memorised rather than learned.
 
-Prints, per variant, test NDCG@10 (full ranking with the prompt window's items masked; RecBole's sequential
+Prints, per variant, the rows' NDCG@10 (full ranking with the prompt window's items masked; RecBole's sequential
 protocol masks none, so these run higher than the comparison's) and, against (a), the mean absolute score change
 and the share of users whose top-10 list changes.
 """
