@@ -86,7 +86,7 @@ def test_reasoning_effect_scores_the_model_with_its_reasoning_and_without(traine
 
 
 def test_reasoning_effect_on_train_scores_the_rows_stage_1_had_reasoning_for(trained_run):
-    # one row per user (reasoning_train_per_user: 1), and each found in the store: the rows stage 1 generated for
+    # one row per user (reasoning_train_per_user: 1), and each found in the store: the rows stage 1 generated reasoning for
     out = _run("reasoning_effect.py", *trained_run, "--split=train")
     assert re.search(r"^train rows: 40$", out, re.M)
     initial = re.search(r"^initial \{'ndcg@10': ([0-9.]+), 'with_text': (\d+)", out, re.M)
