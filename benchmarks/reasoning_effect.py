@@ -23,7 +23,7 @@ import torch
 from rporec_recbole.per_user import target_rank_metrics
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.reasoning_store import prompt_key
-from rporec_recbole.trainer import INITIAL_POLICY, last_k_per_user, reasoning_store_settings
+from rporec_recbole.trainer import INITIAL_POLICY, latest_samples, reasoning_store_settings
 
 
 RUN_IDENTITY = ("llm_path", "llm_seed", "template")  # what makes a store this run's: its LLM, seed and prompt
@@ -62,8 +62,7 @@ def split_rows(config, loaders, model, split):
     feat = dataset.inter_feat
     rows = slice(None)
     if split == "train":
-        rows = torch.as_tensor(last_k_per_user(feat[dataset.uid_field].numpy(), feat[model.ITEM_SEQ_LEN].numpy(),
-                                               config["reasoning_train_per_user"]))
+        rows = latest_samples(dataset, model.ITEM_SEQ_LEN, config["reasoning_train_per_user"])
     return feat[model.ITEM_SEQ][rows], feat[model.ITEM_SEQ_LEN][rows], feat[model.POS_ITEM_ID][rows]
 
 

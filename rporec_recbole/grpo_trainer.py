@@ -404,11 +404,10 @@ class TrainingPrompts:
     """RL prompts: the latest ``per_user`` TRAINING samples of each user (never valid/test), in a seeded order."""
 
     def __init__(self, rec_model, train_data, per_user, seed):
-        from rporec_recbole.trainer import last_k_per_user
+        from rporec_recbole.trainer import latest_samples
 
         feat = train_data._dataset.inter_feat
-        rows = torch.as_tensor(last_k_per_user(feat[train_data._dataset.uid_field].numpy(),
-                                               feat[rec_model.ITEM_SEQ_LEN].numpy(), per_user))
+        rows = latest_samples(train_data._dataset, rec_model.ITEM_SEQ_LEN, per_user)
         self.rec_model = rec_model
         self.item_seq = feat[rec_model.ITEM_SEQ][rows]
         self.item_seq_len = feat[rec_model.ITEM_SEQ_LEN][rows]

@@ -52,6 +52,12 @@ def last_k_per_user(user_ids, lengths, k):
     return np.sort(order[rank_in_user < k])
 
 
+def latest_samples(dataset, seq_len_field, k):
+    """Row indices (a tensor) of each user's ``k`` latest samples in a RecBole sequential dataset."""
+    feat = dataset.inter_feat
+    return torch.as_tensor(last_k_per_user(feat[dataset.uid_field].numpy(), feat[seq_len_field].numpy(), k))
+
+
 def generation_seed(seed, policy, prompts):
     """A 63-bit seed determined by the run's seed, the policy and the prompts."""
     digest = hashlib.sha256(json.dumps([seed, policy, prompts]).encode()).digest()
@@ -207,10 +213,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
 
     def prepare_training_reasoning(self, train_data):
         """Reasoning for the latest ``reasoning_train_per_user`` training samples of each user."""
-        feat = train_data._dataset.inter_feat
-        rows = last_k_per_user(feat[train_data._dataset.uid_field].numpy(),
-                               feat[self.model.ITEM_SEQ_LEN].numpy(), self.config["reasoning_train_per_user"])
-        self.ensure_reasoning(*self._dataset_samples(train_data, torch.as_tensor(rows)), "train")
+        rows = latest_samples(train_data._dataset, self.model.ITEM_SEQ_LEN, self.config["reasoning_train_per_user"])
+        self.ensure_reasoning(*self._dataset_samples(train_data, rows), "train")
 
     # ----- stages ----------------------------------------------------------------------------------------
     def _stage1(self, train_data, valid_data, verbose, saved, show_progress, callback_fn):
