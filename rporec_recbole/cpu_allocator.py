@@ -19,17 +19,28 @@ _NEVER_TRIM = 2**31 - 1
 OPT_OUT_ENV = "RPOREC_KEEP_FREED_MEMORY"  # "0" leaves glibc's defaults alone
 
 
+def _libc_function(name):
+    """A function of the C library, or None where it has none (not glibc: macOS, musl, Windows)."""
+    try:
+        return getattr(ctypes.CDLL(ctypes.util.find_library("c")), name)
+    except (OSError, AttributeError, TypeError):
+        return None
+
+
 def keep_freed_memory():
     """Serve every allocation from the heap and never trim it; True when applied (glibc only, not opted out)."""
     if os.environ.get(OPT_OUT_ENV, "1") == "0":
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError, TypeError):  # not glibc (macOS, musl without mallopt, Windows)
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
         return False
     applied = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM) == 1
     if applied:
         logger.info(f"freed memory stays in the process for reuse (set {OPT_OUT_ENV}=0 to return it to the OS)")
     return applied
+
+
+def return_free_pages():
+    """Hand the free pages of the heap back to the OS (glibc's ``malloc_trim``); True when some were."""
+    malloc_trim = _libc_function("malloc_trim")
+    return bool(malloc_trim(0)) if malloc_trim is not None else False
