@@ -24,16 +24,12 @@ import numpy as np
 POLICIES = ("keep", "glibc", "keep+trim")
 
 
-def resident_mb():
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def measure(checkpoint, steps, policy):
     """One RL run under ``policy``: {"rss_mb": [before, after step 1, ...], "seconds": [per step]}."""
     from rporec_recbole import cpu_allocator
     from rporec_recbole.grpo_trainer import run_rl_stage
     from rporec_recbole.quick_start import load_run
+    from rporec_recbole.timing import resident_mb
     from rporec_recbole.trainer import RPORecTrainer
 
     if policy != "glibc":

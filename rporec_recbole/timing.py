@@ -32,6 +32,12 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def resident_mb():
+    """The process's resident set now, in MB (Linux's ``/proc/self/statm``)."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 class PhaseTimer:
     def __init__(self):
         self.phases = {}  # name -> {"seconds", "peak_rss_mb", "calls"}, in order of first use

@@ -42,14 +42,11 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch):
 
 def test_return_free_pages_gives_a_kept_block_back_to_the_os():
     """Under ``keep_freed_memory`` a freed 200 MB tensor stays resident; ``return_free_pages`` hands its pages back
-    (regression: GRPO's resident set grew ~100 MB per step under the never-trimmed heap)."""
+    (what the ``keep+trim`` policy of ``benchmarks/rl_memory.py`` measures GRPO with)."""
     script = """
-import os, torch
+import torch
 from rporec_recbole.cpu_allocator import keep_freed_memory, return_free_pages
-
-def resident_mb():
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+from rporec_recbole.timing import resident_mb
 
 assert keep_freed_memory()
 big = torch.ones(50_000_000)
