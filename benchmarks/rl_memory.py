@@ -8,8 +8,8 @@ half of the run and the seconds per step, side by side:
         [--output=benchmarks/rl_memory.json]
 
 Policies: ``keep`` (every allocation from the heap, never trimmed: what stage 1 runs with), ``glibc`` (glibc's
-defaults, ``RPOREC_KEEP_FREED_MEMORY=0``) and ``keep+trim`` (the heap kept, its free pages handed back to the OS
-after each GRPO step with ``malloc_trim``).
+defaults, ``RPOREC_KEEP_FREED_MEMORY=0``) and ``keep+trim@MB`` (the heap kept, its free pages handed back to the OS
+after a GRPO step once the resident set grew MB since the last trim: ``rl_trim_heap_mb``, 0 = every step).
 """
 import argparse
 import json
@@ -21,11 +21,16 @@ import time
 
 import numpy as np
 
-POLICIES = ("keep", "glibc", "keep+trim")
+POLICIES = ("keep", "glibc", "keep+trim@0", "keep+trim@1024")
+
+
+def trim_budget(policy):
+    """``rl_trim_heap_mb`` of a policy: the MB after ``keep+trim@``, None (never) for the others."""
+    return float(policy.split("@")[1]) if policy.startswith("keep+trim@") else None
 
 
 def measure(checkpoint, steps, policy):
-    """One RL run under ``policy``: {"rss_mb": [before, after step 1, ...], "seconds": [per step]}."""
+    """One RL run under ``policy``: {"rss_mb": [before, after step 1, ...], "seconds": [per step], "trims": n}."""
     from rporec_recbole import cpu_allocator
     from rporec_recbole.grpo_trainer import run_rl_stage
     from rporec_recbole.quick_start import load_run
@@ -36,16 +41,16 @@ def measure(checkpoint, steps, policy):
         assert cpu_allocator.keep_freed_memory(), "the heap policy needs glibc"
     with tempfile.TemporaryDirectory() as folder:
         config, _, loaders, model = load_run(checkpoint, use_gpu=False, rl=True, rl_steps=steps, rl_eval_step=0,
-                                             checkpoint_dir=folder, rl_save_step=steps, show_progress=False)
+                                             checkpoint_dir=folder, rl_save_step=steps, show_progress=False,
+                                             rl_trim_heap_mb=trim_budget(policy))
         trainer = RPORecTrainer(config, model)
         trainer.fit_started = time.time()  # RL checkpoints record the training time since fit began
-        rss, seconds, last = [resident_mb()], [], [time.perf_counter()]
+        rss, seconds, last, trims = [resident_mb()], [], [time.perf_counter()], [0]
         log_step = trainer.log_rl_step
 
         def log_and_sample(metrics):
-            if policy == "keep+trim":
-                cpu_allocator.return_free_pages()
-            rss.append(resident_mb())
+            rss.append(metrics["resident_mb"])  # read by run_rl_stage after its heap trim, if any
+            trims[0] += int(metrics["heap_trimmed"])
             now = time.perf_counter()
             seconds.append(now - last[0])
             last[0] = now
@@ -53,7 +58,7 @@ def measure(checkpoint, steps, policy):
 
         trainer.log_rl_step = log_and_sample
         run_rl_stage(trainer, loaders[0])
-    return {"rss_mb": [round(r, 1) for r in rss], "seconds": [round(s, 2) for s in seconds]}
+    return {"rss_mb": [round(r, 1) for r in rss], "seconds": [round(s, 2) for s in seconds], "trims": trims[0]}
 
 
 def growth_per_step(rss):
@@ -89,12 +94,12 @@ def main():
         print(f"{policy}: RSS {rss[0]:.0f} MB before RL, {rss[-1]:.0f} MB after {args.steps} steps", flush=True)
 
     print(f"\n| policy | RSS before RL | after step {args.steps // 2} | after step {args.steps} | "
-          f"growth per step (2nd half) | s per step (median) |")
-    print("|---|---|---|---|---|---|")
+          f"growth per step (2nd half) | s per step (median) | trims |")
+    print("|---|---|---|---|---|---|---|")
     for policy, r in results.items():
         rss = r["rss_mb"]
         print(f"| {policy} | {rss[0]:.0f} MB | {rss[args.steps // 2]:.0f} MB | {rss[-1]:.0f} MB | "
-              f"{growth_per_step(rss):.1f} MB | {np.median(r['seconds']):.1f} |")
+              f"{growth_per_step(rss):.1f} MB | {np.median(r['seconds']):.1f} | {r['trims']} |")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             json.dump({"command": " ".join(["python"] + sys.argv), "machine": machine_description(),

@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 
 from rporec_recbole.answer_forcing import generate_with_forced_answer
 from rporec_recbole.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from rporec_recbole.cpu_allocator import HeapTrimmer
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.grpo import entropy_mask, group_advantages, grpo_loss
 from rporec_recbole.parsing import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, parse_output
@@ -41,6 +42,7 @@ from rporec_recbole.rewards import (
     REWARD_COMPONENTS, RewardWeights, compression_reward, entropy_reward, format_reward, length_reward, rank_reward,
     similarity_reward, token_entropies, total_reward,
 )
+from rporec_recbole.timing import resident_mb
 
 SUMMARY_REQUEST = ("Condense the following reasoning into one short sentence that keeps its conclusion. "
                    "Reply with the summary only.\n\nReasoning:\n{reasoning}")
@@ -568,6 +570,7 @@ def run_rl_stage(trainer, train_data):
     folder = os.path.join(config["checkpoint_dir"], os.path.basename(trainer.saved_model_file) + "-rl")
     trainer.rl_checkpoint_dir = folder
     model.eval()  # the RecHead is a frozen judge: no dropout in its scores
+    heap = HeapTrimmer(config["rl_trim_heap_mb"])
     per_process = settings.prompts_per_step // acc.num_processes
     trainer.logger.info(f"RL: {settings.steps} steps x {settings.prompts_per_step} prompts x "
                         f"{settings.num_generations} completions from {len(pool)} training prompts, "
@@ -576,6 +579,8 @@ def run_rl_stage(trainer, train_data):
         samples = pool.for_step(grpo.step, settings.prompts_per_step)
         mine = samples[acc.process_index * per_process:(acc.process_index + 1) * per_process]
         metrics = grpo.train_step(pool.prompts(mine), mine, reward_fn)
+        metrics["heap_trimmed"] = float(heap.after_step())
+        metrics["resident_mb"] = resident_mb()
         if config["rl_eval_step"] and grpo.step % config["rl_eval_step"] == 0:
             metrics["valid_ndcg@10"] = trainer.rl_valid_ndcg()
         history.append(metrics)

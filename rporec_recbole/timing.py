@@ -33,9 +33,12 @@ def peak_rss_mb():
 
 
 def resident_mb():
-    """The process's resident set now, in MB (Linux's ``/proc/self/statm``)."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    """The process's resident set now, in MB (Linux's ``/proc/self/statm``); None where there is none."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
 
 
 class PhaseTimer:

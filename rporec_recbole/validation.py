@@ -36,6 +36,7 @@ _RULES = {
     "rl_top_entropy_quantile": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "rl_gradient_accumulation_steps": (int, lambda v: v >= 1, "an integer >= 1"),
     "rl_save_step": (int, lambda v: v >= 1, "an integer >= 1"),
+    "rl_trim_heap_mb": ((int, float, type(None)), lambda v: v is None or v >= 0, "a number of MB >= 0, or ~ (never)"),
     "rl_loss_type": (str, lambda v: v in ("grpo", "dapo", "dr_grpo"), "grpo, dapo or dr_grpo"),
     "rl_scale_rewards": (str, lambda v: v in ("group", "none"), "group or none"),
     "rl_rank_over": (str, lambda v: v in ("sampled", "full"), "sampled or full"),

@@ -60,3 +60,26 @@ print(kept, resident_mb())
                          env={**os.environ, OPT_OUT_ENV: "1"})
     kept, returned = map(float, out.stdout.split())
     assert kept - returned > 150, (kept, returned)
+
+
+def test_heap_trimmer_trims_only_once_the_resident_set_grew_past_its_budget():
+    """``rl_trim_heap_mb``: GRPO's kept heap is trimmed after a step only once it grew by the budget (a 100 MB freed
+    block is under 150 MB and stays; 200 MB more goes over and is handed back); ``None`` never trims."""
+    script = """
+import torch
+from rporec_recbole.cpu_allocator import HeapTrimmer, keep_freed_memory
+from rporec_recbole.timing import resident_mb
+
+assert keep_freed_memory()
+trimmer, never = HeapTrimmer(150), HeapTrimmer(None)
+freed = torch.ones(25_000_000); above = torch.ones(1000); del freed
+under_budget = trimmer.after_step()
+freed = torch.ones(50_000_000); above_too = torch.ones(1000); del freed
+kept = resident_mb()
+print(under_budget, never.after_step(), trimmer.after_step(), kept - resident_mb(), trimmer.trims)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, OPT_OUT_ENV: "1"})
+    under_budget, never, over_budget, returned_mb, trims = out.stdout.split()
+    assert (under_budget, never, over_budget, trims) == ("False", "False", "True", "1"), out.stdout
+    assert float(returned_mb) > 150, out.stdout

@@ -155,7 +155,8 @@ def run_and_keep_trainer(monkeypatch, config):
 
 
 def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch, caplog):
-    result, trainer = run_and_keep_trainer(monkeypatch, mini_config(mini_movielens, tmp_path, **RL_RUN))
+    config = mini_config(mini_movielens, tmp_path, **{**RL_RUN, "rl_trim_heap_mb": 0})  # trim after every step
+    result, trainer = run_and_keep_trainer(monkeypatch, config)
 
     # the random tiny LLM never writes the tags: every reward is 0, and the run says so instead of staying silent
     assert all(h["reward/format"] == 0.0 for h in trainer.rl_history)
@@ -179,6 +180,7 @@ def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch, caplog
                  "reward/similarity", "reward/entropy", "kl", "clip_region", "entropy", "completion_length"):
         assert math.isfinite(history[0][name]), name
     assert 0.0 <= history[-1]["valid_ndcg@10"] <= 1.0
+    assert [h["heap_trimmed"] for h in history] == [1.0, 1.0] and all(h["resident_mb"] > 0 for h in history)
 
     # valid/test reasoning was regenerated under the tuned policy's own store namespace
     stores = tmp_path / "reasoning" / "ml-mini"
