@@ -73,7 +73,8 @@ def reasoning_store_settings(config, model, policy_id):
         "temperature": config["temperature"], "do_sample": config["do_sample"], "policy": policy_id,
     }
     if config["force_answer"]:  # stores written before answer forcing existed keep their keys
-        settings.update(force_answer=True, answer_max_new_tokens=config["answer_max_new_tokens"])
+        # forcing_rule 2: reasoning also stops at an <answer> the model opens before </think> (answer_forcing.py)
+        settings.update(force_answer=True, answer_max_new_tokens=config["answer_max_new_tokens"], forcing_rule=2)
     if config["constrain_answer"]:
         settings.update(constrain_answer=True)
     return settings

@@ -40,10 +40,28 @@ def test_tags_are_appended_only_where_the_model_did_not_write_them(tokenizer):
     assert all(parse_output(THINK_OPEN + tokenizer.decode(c.token_ids)).format_ok for c in (unclosed, closed))
 
     reasoning_call, answer_call = engine.calls
-    assert (reasoning_call["max_new_tokens"], reasoning_call["stop"], reasoning_call["n"]) == (7, ["</think>"], 2)
+    assert reasoning_call["max_new_tokens"] == 7 and reasoning_call["n"] == 2
+    assert reasoning_call["stop"] == ["</think>", "<answer>"]
     assert (answer_call["max_new_tokens"], answer_call["stop"], answer_call["n"]) == (5, ["</answer>"], 1)
     # phase 2 continues each row from its prompt, its own reasoning and its bridge
     assert answer_call["prompts"][0] == prompt + unclosed.token_ids[:len(answer_call["prompts"][0]) - len(prompt)]
+
+
+def test_an_answer_opened_while_reasoning_is_cut_off_before_the_bridge(tokenizer):
+    """SmolLM2 often wrote ``<answer>`` before ``</think>`` (the repeated tag broke ~19% of the forced completions
+    on ml-100k): phase 1 stops there and the tag goes, also where a token holds text before it (`` <``)."""
+    engine = ScriptedEngine(tokenizer, [
+        ["I like dramas\n<answer>", "I like dramas <answer>", "Dramas.</think>"],
+        [" Heat</answer>"] * 3,
+    ])
+    prompts = [tokenizer(f"Q{n}:", add_special_tokens=False).input_ids for n in range(3)]
+    newline, space, closed = generate_with_forced_answer(engine, prompts, reasoning_tokens=7, answer_tokens=5)
+    assert tokenizer.decode(newline.token_ids) == "I like dramas\n\n</think>\n<answer> Heat</answer>"
+    assert tokenizer.decode(space.token_ids) == "I like dramas\n</think>\n<answer> Heat</answer>"
+    assert tokenizer.decode(closed.token_ids) == "Dramas.</think>\n<answer> Heat</answer>"
+    for completion in (newline, space):
+        assert decoded(tokenizer, completion, forced=True) == "\n</think>\n<answer>"
+        assert parse_output(THINK_OPEN + tokenizer.decode(completion.token_ids)).format_ok
 
 
 def test_a_random_llm_gets_the_format_and_a_seed_reproduces_it(tiny_llm, tokenizer):

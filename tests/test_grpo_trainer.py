@@ -218,7 +218,9 @@ def test_answer_forcing_gives_stage_2_the_format_and_stage_1_the_answers(mini_mo
     # the reasoning store, under its own settings, holds answers in the format for stage 1
     stores = tmp_path / "reasoning" / "ml-mini"
     for store in os.listdir(stores):
-        assert json.loads((stores / store / "settings.json").read_text())["force_answer"] is True
+        settings = json.loads((stores / store / "settings.json").read_text())
+        # stores of the earlier forcing rule (reasoning stopped only at </think>) are not reused
+        assert settings["force_answer"] is True and settings["forcing_rule"] == 2
         lines = (stores / store / "reasoning.jsonl").read_text().splitlines()
         assert lines and all(parse_output(THINK_OPEN + json.loads(line)["text"]).format_ok for line in lines)
 
