@@ -39,7 +39,9 @@ VARIANTS = {
 # a setting stays out of the row's key, so adding an option (off by default) keeps every cached row. A later change
 # of its default puts the new value in the key, and the rows it applies to rerun. Add each new setting here.
 SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "text_embedder": "llm",
-                        "constrain_answer": False, "answer_fusion": "replace"}
+                        "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False}
+# Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
+SETTINGS_WITHOUT_EFFECT_ON_RESULTS = {"rl_trim_heap_mb"}
 TABLE_METRICS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20"]
 
 
@@ -62,10 +64,12 @@ def row_settings(name, dataset, config_files, overrides):
 def row_key(name, dataset, seed, config_files, overrides):
     """Cache key of a row: its model, dataset, seed and settings' values. Values, not the yamls' text: a comment
     edit keeps the cached rows, and after a default changes, a row that states the old value is the row that ran
-    with it. Settings in ``SETTINGS_ADDED_LATER`` at their original value are left out."""
+    with it. Settings in ``SETTINGS_ADDED_LATER`` at their original value, and ``SETTINGS_WITHOUT_EFFECT_ON_RESULTS``,
+    are left out."""
     model, _ = resolve_row(name)
     settings = {key: value for key, value in row_settings(name, dataset, config_files, overrides).items()
-                if not (key in SETTINGS_ADDED_LATER and value == SETTINGS_ADDED_LATER[key])}
+                if not (key in SETTINGS_ADDED_LATER and value == SETTINGS_ADDED_LATER[key])
+                and key not in SETTINGS_WITHOUT_EFFECT_ON_RESULTS}
     blob = json.dumps([model, dataset, seed, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

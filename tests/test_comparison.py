@@ -11,7 +11,8 @@ import yaml
 from conftest import mini_config
 import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import config
-from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, TABLE_METRICS, ablation_pairs, chart_figure, main, make_row, row_command, row_key,
+from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
+                                       ablation_pairs, chart_figure, main, make_row, row_command, row_key,
                                        row_run_settings, row_spec, significance, significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 
@@ -136,7 +137,15 @@ def test_settings_added_later_are_settings_of_the_plugin():
     # a misspelt or removed name here would silently stop guarding the cache
     with open(os.path.join(config.PROPERTIES_DIR, "RPORec.yaml")) as handle:
         defaults = yaml.safe_load(handle)
-    assert set(SETTINGS_ADDED_LATER) <= set(defaults)
+    assert set(SETTINGS_ADDED_LATER) | SETTINGS_WITHOUT_EFFECT_ON_RESULTS <= set(defaults)
+
+
+def test_a_setting_without_effect_on_results_keeps_the_rows_cached():
+    # regression: adding rl_trim_heap_mb (memory only) to the plugin's yaml changed the key of every RPORec row
+    before = row_key("RPORec-no-reasoning", "ml-mini", 2020, None, {})
+    assert row_key("RPORec-no-reasoning", "ml-mini", 2020, None, {"rl_trim_heap_mb": None}) == before
+    assert row_key("RPORec-no-reasoning", "ml-mini", 2020, None, {"rl_trim_heap_mb": 0}) == before
+    assert row_key("RPORec-no-reasoning", "ml-mini", 2020, None, {"rl_beta": 0.01}) != before
 
 
 def _rec_topk(hit_ranks, max_k=20):
