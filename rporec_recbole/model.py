@@ -3,6 +3,8 @@
 Scores are ``u_sem . E_text[i] + u_col . E_id[i]``: the semantic branch is the paper's RecHead scoring a frozen
 table of item-text embeddings; the collaborative branch (beyond the paper) is a SASRec-style encoder of the same
 history over learned item-ID embeddings. Each branch, and the use of reasoning, is switched by one config key.
+With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
+the encoder's input and in scoring alike, so items with few interactions borrow from their text.
 """
 import logging
 
@@ -104,6 +106,7 @@ class RPORec(SequentialRecommender):
         self.use_semantic = config["use_semantic"]
         self.use_reasoning = config["use_reasoning"] and self.use_semantic
         self.use_collaborative = config["use_collaborative"]
+        self.collaborative_item_text = config["collaborative_item_text"] and self.use_collaborative
         if not (self.use_semantic or self.use_collaborative):
             raise ValueError("RPORec needs at least one branch: set use_semantic or use_collaborative to True")
         self.num_negatives = config["train_neg_sample_args"].get("sample_num")
@@ -117,12 +120,13 @@ class RPORec(SequentialRecommender):
         embedder = load_text_embedder(config["text_embedder"], self.backbone)
         self.reasoning = ReasoningTable(embedder, config["max_reasoning_tokens"], config["max_answer_tokens"])
 
-        if self.use_semantic:
+        if self.use_semantic or self.collaborative_item_text:
             sums, counts = embedder.item_sums(self.item_texts, config["max_item_text_tokens"])
             # Derived from frozen embeddings, so rebuilt at load time rather than saved:
             self.register_buffer("item_text_sums", sums, persistent=False)
             self.register_buffer("item_text_counts", counts, persistent=False)
             self.register_buffer("item_text_table", mean_of_sums(sums, counts), persistent=False)  # E
+        if self.use_semantic:
             dim = embedder.dim
             self.prompt_encoder = StaticTextEncoder(dim)
             self.reasoning_encoder = StaticTextEncoder(dim)
@@ -141,6 +145,8 @@ class RPORec(SequentialRecommender):
             self.sequence_dropout = nn.Dropout(config["dropout_prob"])
             nn.init.normal_(self.item_embedding.weight, std=0.02)
             nn.init.normal_(self.position_embedding.weight, std=0.02)
+        if self.collaborative_item_text:
+            self.item_text_projection = nn.Sequential(nn.LayerNorm(embedder.dim), nn.Linear(embedder.dim, hidden))
         use_mask_dropout(self)
 
     # ----- prompts and reasoning -------------------------------------------------------------------------
@@ -178,9 +184,17 @@ class RPORec(SequentialRecommender):
         return self.rec_head(prompt_emb, self.reasoning_encoder(reasoning.to(device)),
                              self.answer_encoder(answer.to(device)), flags.to(device))
 
+    def collaborative_items(self):
+        """The collaborative branch's item table ``(n_items, hidden)``: ID embeddings, plus their projected text."""
+        if not self.collaborative_item_text:
+            return self.item_embedding.weight
+        return self.item_embedding.weight + self.item_text_projection(self.item_text_table)
+
     def collaborative_user(self, item_seq, item_seq_len):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
+        if self.collaborative_item_text:
+            hidden = hidden + self.item_text_projection(self.item_text_table[item_seq])
         hidden = self.sequence_dropout(self.sequence_norm(hidden))
         mask = self.get_attention_mask(item_seq)
         output = self.sequence_encoder(hidden, mask, output_all_encoded_layers=True)[-1]
@@ -205,11 +219,10 @@ class RPORec(SequentialRecommender):
         """Scores ``(B, C)`` of candidate ``items`` for each user, or ``(B, n_items)`` when ``items`` is None."""
         u_sem, u_col = users
         score = 0
-        for user, table in ((u_sem, "item_text_table"), (u_col, "item_embedding")):
+        for user, table in ((u_sem, lambda: self.item_text_table), (u_col, self.collaborative_items)):
             if user is None:
                 continue
-            weights = getattr(self, table)
-            weights = weights.weight if isinstance(weights, nn.Embedding) else weights
+            weights = table()
             if items is None:
                 score = score + user @ weights.T
             elif items.numel() >= len(weights):

@@ -17,6 +17,7 @@ _RULES = {
     "use_semantic": (bool, lambda v: True, "true or false"),
     "use_reasoning": (bool, lambda v: True, "true or false"),
     "use_collaborative": (bool, lambda v: True, "true or false"),
+    "collaborative_item_text": (bool, lambda v: True, "true or false"),
     "do_sample": (bool, lambda v: True, "true or false"),
     "force_answer": (bool, lambda v: True, "true or false"),
     "answer_max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),

@@ -300,3 +300,29 @@ def test_cross_entropy_stage1_scores_every_item_without_negative_sampling(mini_m
     assert torch.allclose(model.calculate_loss(batch), expected)
     result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
     assert list(result["test_result"]) == METRICS
+
+
+def test_text_aware_collaborative_items_use_each_items_text_in_input_and_scoring(mini_movielens, tmp_path):
+    """``collaborative_item_text``: an item's collaborative vector is its ID embedding plus its projected text, in
+    scoring and in the sequence encoder's input, also without the semantic branch; the projection is trained."""
+    from rporec_recbole.quick_start import load_data
+
+    overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True, "train_batch_size": 64}
+    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    _, (train_data, _, _) = load_data(config)
+    model = RPORec(config, train_data._dataset).eval()
+    batch = next(iter(train_data))
+    seq, seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    users = (None, model.collaborative_user(seq, seq_len))
+    scores = model.score(users)
+
+    edited = int(seq[0, 0])  # an item in the first row's history: its new text moves that row's user vector too
+    new_text = torch.randn(model.item_text_table.shape[1], generator=torch.Generator().manual_seed(0))
+    model.item_text_table[edited] = new_text  # not a constant shift: the projection's LayerNorm removes those
+    moved_scores = model.score(users)
+    assert (moved_scores != scores).any(0).nonzero().flatten().tolist() == [edited]
+    assert not torch.allclose(model.collaborative_user(seq, seq_len)[0], users[1][0])
+
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert model.item_text_projection[1].weight.grad.abs().sum() > 0
