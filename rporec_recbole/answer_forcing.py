@@ -5,8 +5,8 @@ completions (``benchmarks/rl_run.md``), and the format flag multiplies the whole
 This is "budget forcing" (Muennighoff et al., 2025, "s1: Simple test-time scaling"), applied to the answer:
 
 1. the model reasons for up to ``reasoning_tokens`` new tokens, stopping early at its own ``</think>`` or
-   ``<answer>``; an ``<answer>`` opened before ``</think>`` is cut off (SmolLM2-135M did this in ~19% of ml-100k
-   completions, often several times, and every repeated tag broke the format);
+   ``<answer>``; an ``<answer>`` opened before ``</think>`` is cut off (SmolLM2-135M did this in 19-27% of ml-100k
+   completions, often several times, and the repeated tag broke the format);
 2. the bridge ``</think>`` + ``<answer>`` is appended (only ``<answer>`` when the model closed ``</think>``);
 3. the model writes the answer for up to ``answer_tokens`` new tokens, stopping at its own ``</answer>``;
 4. ``</answer>`` is appended if the model did not write it.
