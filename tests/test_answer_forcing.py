@@ -48,7 +48,7 @@ def test_tags_are_appended_only_where_the_model_did_not_write_them(tokenizer):
 
 
 def test_an_answer_opened_while_reasoning_is_cut_off_before_the_bridge(tokenizer):
-    """SmolLM2 often wrote ``<answer>`` before ``</think>`` (the repeated tag broke ~19% of the forced completions
+    """SmolLM2 often wrote ``<answer>`` before ``</think>`` (the repeated tag broke 19-27% of the forced completions
     on ml-100k): phase 1 stops there and the tag goes, also where a token holds text before it (`` <``)."""
     engine = ScriptedEngine(tokenizer, [
         ["I like dramas\n<answer>", "I like dramas <answer>", "Dramas.</think>"],
