@@ -42,7 +42,7 @@ def test_keep_freed_memory_can_be_turned_off(monkeypatch):
 
 def test_return_free_pages_gives_a_kept_block_back_to_the_os():
     """Under ``keep_freed_memory`` a freed 200 MB tensor stays resident; ``return_free_pages`` hands its pages back
-    (what the ``keep+trim`` policy of ``benchmarks/rl_memory.py`` measures GRPO with)."""
+    (what ``HeapTrimmer`` calls after a GRPO step)."""
     script = """
 import torch
 from rporec_recbole.cpu_allocator import keep_freed_memory, return_free_pages
