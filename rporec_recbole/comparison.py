@@ -185,7 +185,8 @@ def summarize(rows):
     summary = []
     for model, group in by_model.items():
         entry = {"model": model, "dataset": group[0]["dataset"], "seeds": [r["seed"] for r in group],
-                 "device": group[0].get("device", "unknown"), "command": group[0]["command"]}
+                 "device": "; ".join(dict.fromkeys(r.get("device", "unknown") for r in group)),
+                 "command": group[0]["command"]}
         for column in TABLE_METRICS + ["train_seconds", "eval_seconds", "peak_memory_mb"]:
             values = [r[column] for r in group if column in r]
             entry[column] = statistics.fmean(values)

@@ -19,6 +19,7 @@ from rporec_recbole.config import Config
 from rporec_recbole.cpu_allocator import keep_freed_memory
 from rporec_recbole.per_user import PerUserRecorder
 from rporec_recbole.registry import get_model, get_trainer
+from rporec_recbole.timing import cpu_model
 
 
 class DatasetNotFoundError(RuntimeError):
@@ -180,12 +181,12 @@ def resume(trainer, config, folder):
 
 
 def describe_device(device):
-    """'cpu (N cores)' or 'cuda:0 (GPU name)': which hardware a run's times belong to."""
+    """'cpu (CPU model, N cores)' or 'cuda:0 (GPU name)': which hardware a run's times belong to."""
     if device.type == "cuda":
         import torch
 
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"{device} ({os.cpu_count()} cores)"
+    return f"{device} ({cpu_model()}, {os.cpu_count()} cores)"
 
 
 def output_locations(trainer, saved):

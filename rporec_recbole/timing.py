@@ -77,14 +77,20 @@ class PhaseTimer:
                        "calls": e["calls"]} for name, e in self.phases.items()}
 
 
-def machine_description():
-    """CPU model, core count and torch version: the machine a benchmark's numbers belong to."""
-    import torch
-
+def cpu_model():
+    """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"): this project's machines are of both kinds
+    (only the Xeons have AMX for bf16), so a wall time means little without it."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
+    return cpu
+
+
+def machine_description():
+    """CPU model, core count and torch version: the machine a benchmark's numbers belong to."""
+    import torch
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__}

@@ -15,6 +15,7 @@ from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EF
                                        ablation_pairs, chart_figure, main, make_row, row_command, row_key,
                                        row_run_settings, row_spec, significance, significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
+from rporec_recbole.timing import cpu_model
 
 
 def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
@@ -28,14 +29,15 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     assert [r["model"] for r in rows] == ["SASRec", "RPORec-no-reasoning"]
     assert all(r["dataset"] == "ml-mini" and r["seed"] == 2020 and 0 <= r["ndcg@10"] <= 1 for r in rows)
     assert all(r["peak_memory_mb"] > 100 and r["train_seconds"] > 0 for r in rows)
-    assert all(r["device"] == f"cpu ({os.cpu_count()} cores)" for r in rows)  # whose hardware the times are
+    # whose hardware the times are: the CPU model too, as this project's machines are AMD EPYC or Intel Xeon
+    assert all(r["device"] == f"cpu ({cpu_model()}, {os.cpu_count()} cores)" for r in rows)
     with open(out / "results.csv") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert [float(r["ndcg@10"]) for r in csv_rows] == [r["ndcg@10"] for r in rows]
     table = (out / "results.md").read_text()
     assert f"| SASRec | 2020 | {rows[0]['recall@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
     assert "Best baseline by test NDCG@10: SASRec" in table
-    assert table.count(f"| cpu ({os.cpu_count()} cores) |") == 2
+    assert table.count(f"| cpu ({cpu_model()}, {os.cpu_count()} cores) |") == 2
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert rows[1]["command"] == row_command("RPORec-no-reasoning", "ml-mini", 2020, [str(config_file)],
                                              {"epochs": 1})
@@ -252,6 +254,19 @@ def test_a_suffix_names_rows_run_with_extra_overrides_apart():
     assert make_row(sampled, result, 2.0)["model"] == "RPORec-no-reasoning-sampled"
     assert [s["model"] for s in summarize([make_row(default, result, 2.0), make_row(sampled, result, 2.0)])] == \
         ["RPORec-no-reasoning", "RPORec-no-reasoning-sampled"]
+
+
+def test_a_summary_names_every_machine_its_seeds_ran_on():
+    """Seeds of one row can run on different machines (AMD EPYC or Intel Xeon here): the summary's
+    device lists each once, in the rows' order, so a mean train time is never silently one machine's."""
+    spec = row_spec("SASRec", "ml-100k", 2020, "out")
+    result = {"test_result": {m: 0.1 for m in TABLE_METRICS}, "best_valid_result": {"ndcg@10": 0.2}, "train_seconds": 1.0,
+              "eval_seconds": 1.0, "checkpoint": "c", "stage_results": {}}
+    rows = [make_row({**spec, "seed": seed}, {**result, "device": device}, 2.0)
+            for seed, device in [(2020, "cpu (AMD EPYC, 2 cores)"), (2021, "cpu (Intel Xeon, 2 cores)"),
+                                 (2022, "cpu (AMD EPYC, 2 cores)")]]
+    assert summarize(rows)[0]["device"] == "cpu (AMD EPYC, 2 cores); cpu (Intel Xeon, 2 cores)"
+    assert summarize(rows[:1] + rows[2:])[0]["device"] == "cpu (AMD EPYC, 2 cores)"
 
 
 def test_a_row_killed_mid_training_resumes_from_its_own_last_epoch(tmp_path):
