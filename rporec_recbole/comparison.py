@@ -84,6 +84,22 @@ def row_command(name, dataset, seed, config_files, overrides):
     return "python run_recbole_rporec.py " + " ".join(args)
 
 
+def command_key(command):
+    """The cache key the row that ``row_command`` wrote as ``command`` would get today: equal to the row's stored key
+    while the defaults it ran with still hold, different once one of them has changed."""
+    arguments, _, config_files = command.partition(" --config_files=")  # row_command puts it last; it may hold spaces
+    overrides, _ = parse_overrides(arguments.split()[2:])
+    model, dataset, seed = overrides.pop("model"), str(overrides.pop("dataset")), overrides.pop("seed")
+    return row_key(model, dataset, seed, config_files.split() or None, overrides)
+
+
+def rows_run_under_other_defaults(rows):
+    """The rows whose command would no longer reproduce them (a default changed since they ran). Name each for
+    what it ran (a suffix, and the old value in its command) before it goes into a table: under its old name it
+    would pool with the rows of the new default."""
+    return [row for row in rows if command_key(row["command"]) != row["key"]]
+
+
 def row_run_settings(spec):
     """Where the row's run keeps its checkpoint (one folder per row, seed and key, under its configured
     ``checkpoint_dir``) and, when an earlier run of the row was killed after a finished epoch, ``resume`` from it:

@@ -1,6 +1,8 @@
 import csv
+import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,8 +14,9 @@ from conftest import mini_config
 import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
-                                       ablation_pairs, chart_figure, main, make_row, row_command, row_key,
-                                       row_run_settings, row_spec, significance, significance_table, summarize)
+                                       ablation_pairs, chart_figure, command_key, main, make_row, row_command,
+                                       row_key, row_run_settings, row_spec, rows_run_under_other_defaults,
+                                       significance, significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -222,6 +225,8 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert overrides["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[5]) / 2)
     # a pair no rule makes (rows of different suffixes), asked for by name through benchmarks/write_table.py
     for row in rows:
+        runnable = row_spec("SASRec", "ml-100k", row["seed"], str(tmp_path))  # write_table checks command and key
+        row = {**row, "command": runnable["command"], "key": runnable["key"]}
         (tmp_path / "rows" / f"{row['model']}-{row['seed']}.json").write_text(json.dumps(row))
     write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:RPORec-no-semantic"])
     asked = json.loads((tmp_path / "significance.json").read_text())[-1]
@@ -231,6 +236,49 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert "| RPORec-no-reasoning-sampled | RPORec-no-semantic |" in (tmp_path / "results.md").read_text()
     with pytest.raises(SystemExit):
         write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:no-such-row"])
+
+
+def test_a_rows_command_reproduces_its_key_until_a_default_it_ran_with_changes(tmp_path, monkeypatch, capsys):
+    """``write_table`` pools rows by name, so a row that ran under an old default must not keep the default row's
+    name: its command, rerun today, would not reproduce it. ``command_key`` finds those rows."""
+    properties = tmp_path / "properties"
+    shutil.copytree(config.PROPERTIES_DIR, properties)
+    monkeypatch.setattr(config, "PROPERTIES_DIR", str(properties))
+    monkeypatch.chdir(tmp_path)  # config files given relative to it, as the Beauty rows do
+    (tmp_path / "a.yaml").write_text("epochs: 3\n")
+    (tmp_path / "b.yaml").write_text("stopping_step: 4\n")
+    specs = [row_spec("SASRec", "ml-100k", 2021, "out"),
+             row_spec("RPORec-no-reasoning", "Beauty", 2020, "out", ["a.yaml", "b.yaml"],
+                      {"text_embedder": "embedded:all-minilm-l6-v2", "epochs": 5}, suffix="-minilm")]
+    assert [command_key(spec["command"]) for spec in specs] == [spec["key"] for spec in specs]
+    rows = [{"model": spec["label"], "seed": spec["seed"], "command": spec["command"], "key": spec["key"]}
+            for spec in specs]
+    assert rows_run_under_other_defaults(rows) == []
+    (tmp_path / "b.yaml").write_text("stopping_step: 5\n")  # a config file the row named changed
+    assert rows_run_under_other_defaults(rows) == rows[1:]
+    (tmp_path / "b.yaml").write_text("stopping_step: 4\n")
+    plugin_defaults = properties / "RPORec.yaml"  # a default of the plugin changed: its rows only
+    plugin_defaults.write_text(plugin_defaults.read_text().replace("collaborative_item_text: False",
+                                                                   "collaborative_item_text: True"))
+    assert rows_run_under_other_defaults(rows) == rows[1:]
+    (tmp_path / "rows").mkdir()
+    for row in rows:
+        (tmp_path / "rows" / f"{row['model']}.json").write_text(json.dumps(row))
+    with pytest.raises(SystemExit):
+        write_table.main([str(tmp_path)])
+    error = capsys.readouterr().err
+    assert "no longer reproduces them" in error and "RPORec-no-reasoning-minilm seed 2020" in error
+    assert "SASRec seed" not in error
+
+
+def test_every_committed_row_reproduces_with_its_command(monkeypatch):
+    """The record's rows must run again with the command they show; after a default changes, the rows that ran
+    with the old one are renamed for it (see ``rows_run_under_other_defaults``)."""
+    repository = os.path.dirname(config.PROPERTIES_DIR)
+    monkeypatch.chdir(repository)  # the Beauty rows' config file is relative to the repository root
+    rows = [json.loads(open(path).read()) for path in glob.glob("benchmarks/compare-*/rows/*.json")]
+    assert len(rows) > 50
+    assert [f"{row['dataset']} {row['model']} {row['seed']}" for row in rows_run_under_other_defaults(rows)] == []
 
 
 def test_a_table_without_paired_tests_says_so():
