@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -75,22 +76,23 @@ def row_key(name, dataset, seed, config_files, overrides):
 
 
 def row_command(name, dataset, seed, config_files, overrides):
-    """The command line that reproduces one row by itself."""
+    """The command line that reproduces one row by itself (quoted for a POSIX shell: values such as ``[10, 20]`` and
+    several config files hold spaces)."""
     model, variant_overrides = resolve_row(name)
     args = [f"--model={model}", f"--dataset={dataset}", f"--seed={seed}"]
     args += [f"--{k}={v}" for k, v in {**overrides, **variant_overrides}.items()]
     if config_files:
         args.append(f"--config_files={' '.join(config_files)}")
-    return "python run_recbole_rporec.py " + " ".join(args)
+    return "python run_recbole_rporec.py " + " ".join(shlex.quote(arg) for arg in args)
 
 
 def command_key(command):
     """The cache key the row that ``row_command`` wrote as ``command`` would get today: equal to the row's stored key
     while the defaults it ran with still hold, different once one of them has changed."""
-    arguments, _, config_files = command.partition(" --config_files=")  # row_command puts it last; it may hold spaces
-    overrides, _ = parse_overrides(arguments.split()[2:])
+    overrides, _ = parse_overrides(shlex.split(command)[2:])
     model, dataset, seed = overrides.pop("model"), str(overrides.pop("dataset")), overrides.pop("seed")
-    return row_key(model, dataset, seed, config_files.split() or None, overrides)
+    config_files = str(overrides.pop("config_files")).split() if "config_files" in overrides else None
+    return row_key(model, dataset, seed, config_files, overrides)
 
 
 def rows_run_under_other_defaults(rows):

@@ -2,6 +2,7 @@ import csv
 import glob
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -249,8 +250,11 @@ def test_a_rows_command_reproduces_its_key_until_a_default_it_ran_with_changes(t
     (tmp_path / "b.yaml").write_text("stopping_step: 4\n")
     specs = [row_spec("SASRec", "ml-100k", 2021, "out"),
              row_spec("RPORec-no-reasoning", "Beauty", 2020, "out", ["a.yaml", "b.yaml"],
-                      {"text_embedder": "embedded:all-minilm-l6-v2", "epochs": 5}, suffix="-minilm")]
+                      {"text_embedder": "embedded:all-minilm-l6-v2", "topk": [10, 20]}, suffix="-minilm")]
     assert [command_key(spec["command"]) for spec in specs] == [spec["key"] for spec in specs]
+    # the shell hands the runner one argument per setting, as RecBole's command-line parser needs
+    arguments = shlex.split(specs[1]["command"])
+    assert "--topk=[10, 20]" in arguments and arguments[-1] == "--config_files=a.yaml b.yaml"
     rows = [{"model": spec["label"], "seed": spec["seed"], "command": spec["command"], "key": spec["key"]}
             for spec in specs]
     assert rows_run_under_other_defaults(rows) == []
