@@ -1,18 +1,29 @@
 """Write a comparison folder's table, CSV, JSON, PNG and paired tests from every row that ran in it, whatever
 command ran it (e.g. rows with a ``--suffix``), without running anything. ``--pair=ROW:AGAINST`` (repeatable) adds
-a paired test the automatic ones do not make, e.g. between rows of different suffixes. It refuses rows whose command
-no longer reproduces them (a default changed since they ran), as under their old name they would pool with the rows
-of the new default.
+a paired test the automatic ones do not make, e.g. between rows of different suffixes. Run it from the repository root,
+where the rows' commands run. It refuses rows whose command would not run them again (a plugin default or a config
+file they name changed since): under their name they would pool with the rows run under the new values.
 
     python benchmarks/write_table.py benchmarks/compare-beauty
     python benchmarks/write_table.py benchmarks/compare-ml100k --pair=RPORec-stage1-minilm-train3:RPORec-no-reasoning-minilm
 """
 import argparse
-import glob
 import json
-import os
+from pathlib import Path
 
-from rporec_recbole.comparison import rows_run_under_other_defaults, write_outputs
+from rporec_recbole.comparison import reproduces, write_outputs
+
+
+def refuse_rows_that_do_not_reproduce(parser, rows):
+    try:
+        stale = [row for row in rows if not reproduces(row)]
+    except OSError as err:  # a config file a row names, relative to the repository root
+        parser.error(f"{err} (run from the repository root)")
+    if stale:
+        parser.error("rows whose command would not run them again (a plugin default or a config file they name "
+                     "changed since, or the command cannot be read); in each row's json, add a suffix for what it ran "
+                     "to `model` and the old values to `command` (the key stays): "
+                     + ", ".join(f"{row['model']} seed {row['seed']}" for row in stale))
 
 
 def main(argv=None):
@@ -21,16 +32,12 @@ def main(argv=None):
     parser.add_argument("--pair", action="append", default=[], metavar="ROW:AGAINST")
     args = parser.parse_args(argv)
     pairs = [pair.split(":", 1) for pair in args.pair]
-    rows = [json.load(open(path)) for path in glob.glob(os.path.join(args.out_dir, "rows", "*.json"))]
+    rows = [json.loads(path.read_text()) for path in sorted(Path(args.out_dir, "rows").glob("*.json"))]
     names = {row["model"] for row in rows}
     unknown = sorted(name for pair in pairs for name in pair if name.removesuffix(" stage 1") not in names)
     if unknown or any(len(pair) != 2 for pair in pairs):
         parser.error(f"--pair needs ROW:AGAINST with rows of {args.out_dir}; unknown: {unknown}")
-    stale = rows_run_under_other_defaults(rows)
-    if stale:
-        parser.error("rows whose command no longer reproduces them (a default changed since they ran); rename each for "
-                     "what it ran and put the old value in its command: "
-                     + ", ".join(f"{row['model']} seed {row['seed']}" for row in stale))
+    refuse_rows_that_do_not_reproduce(parser, rows)
     # baselines first, then RPORec rows; seeds in order
     rows.sort(key=lambda row: (row["model"].startswith("RPORec"), row["model"], row["seed"]))
     print(write_outputs(rows, args.out_dir, extra_pairs=pairs))

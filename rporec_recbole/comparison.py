@@ -10,6 +10,7 @@ finished epoch.
     python -m rporec_recbole.comparison --dataset=ml-100k --models=SASRec,GRU4Rec,RPORec-stage1,RPORec
 """
 import argparse
+import ast
 import csv
 import glob
 import hashlib
@@ -87,19 +88,25 @@ def row_command(name, dataset, seed, config_files, overrides):
 
 
 def command_key(command):
-    """The cache key the row that ``row_command`` wrote as ``command`` would get today: equal to the row's stored key
-    while the defaults it ran with still hold, different once one of them has changed."""
-    overrides, _ = parse_overrides(shlex.split(command)[2:])
-    model, dataset, seed = overrides.pop("model"), str(overrides.pop("dataset")), overrides.pop("seed")
+    """The cache key a row's ``command`` (as ``row_command`` writes it) gives under today's settings: the row's own key
+    while every setting it ran with keeps its value, another once a plugin default or a config file it names has
+    changed. ValueError when the command cannot be read as one."""
+    arguments = shlex.split(command)
+    overrides, unreadable = parse_overrides(arguments[2:])
+    if arguments[:2] != ["python", "run_recbole_rporec.py"] or unreadable \
+            or not {"model", "dataset", "seed"} <= overrides.keys():
+        raise ValueError(f"not a row's command: {command!r}")
+    model, dataset, seed = str(overrides.pop("model")), str(overrides.pop("dataset")), overrides.pop("seed")
     config_files = str(overrides.pop("config_files")).split() if "config_files" in overrides else None
     return row_key(model, dataset, seed, config_files, overrides)
 
 
-def rows_run_under_other_defaults(rows):
-    """The rows whose command would no longer reproduce them (a default changed since they ran). Name each for
-    what it ran (a suffix, and the old value in its command) before it goes into a table: under its old name it
-    would pool with the rows of the new default."""
-    return [row for row in rows if command_key(row["command"]) != row["key"]]
+def reproduces(row):
+    """Whether the row's command, run today, would run the row again (see ``command_key``)."""
+    try:
+        return command_key(row["command"]) == row["key"]
+    except ValueError:
+        return False
 
 
 def row_run_settings(spec):
@@ -196,7 +203,8 @@ def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None, 
 
 
 def summarize(rows):
-    """One summary per model: mean and sample std over seeds of every numeric column."""
+    """One summary per model: mean and sample std over seeds of every numeric column, and every device its seeds ran
+    on (rows before the CPU model was recorded say only 'cpu (2 cores)')."""
     by_model = {}
     for row in rows:
         by_model.setdefault(row["model"], []).append(row)
@@ -386,15 +394,20 @@ def write_outputs(rows, out_dir, extra_pairs=()):
 
 
 def parse_value(text):
-    """A command-line value as yaml reads it (numbers, booleans, lists), as RecBole's own parser does."""
-    return yaml.safe_load(text)
+    """A command-line value as RecBole's command-line parser reads it (a Python literal, true or false in any case,
+    else the text itself), so a row runs with the values its command gives RecBole when rerun."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return {"true": True, "false": False}.get(text.lower(), text)
 
 
 def parse_overrides(items):
-    """``--key=value`` command-line items -> ({key: value}, [items that are not of that form])."""
+    """``--key=value`` command-line items -> ({key: value}, [items that are not of that form]). A value holding "="
+    is rejected: RecBole's parser would ignore the whole item."""
     overrides, rejected = {}, []
     for item in items:
-        if item.startswith("--") and "=" in item:
+        if item.startswith("--") and item.count("=") == 1:
             key, value = item[2:].split("=", 1)
             overrides[key] = parse_value(value)
         else:

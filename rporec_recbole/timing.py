@@ -79,7 +79,7 @@ class PhaseTimer:
 
 def cpu_model():
     """The CPU's model name ("AMD EPYC", "Intel(R) Xeon(R) Processor"): this project's machines are of both kinds
-    (only the Xeons have AMX for bf16), so a wall time means little without it."""
+    (the Xeons here have AMX for bf16, the EPYCs do not), so a wall time means little without it."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:

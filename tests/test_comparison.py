@@ -1,11 +1,11 @@
 import csv
-import glob
 import json
 import os
 import shlex
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +15,9 @@ from conftest import mini_config
 import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
-                                       ablation_pairs, chart_figure, command_key, main, make_row, row_command,
-                                       row_key, row_run_settings, row_spec, rows_run_under_other_defaults,
-                                       significance, significance_table, summarize)
+                                       ablation_pairs, chart_figure, command_key, main, make_row, parse_overrides,
+                                       reproduces, row_command, row_key, row_run_settings, row_spec, significance,
+                                       significance_table, summarize)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -35,6 +35,7 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     assert all(r["peak_memory_mb"] > 100 and r["train_seconds"] > 0 for r in rows)
     # whose hardware the times are: the CPU model too, as this project's machines are AMD EPYC or Intel Xeon
     assert all(r["device"] == f"cpu ({cpu_model()}, {os.cpu_count()} cores)" for r in rows)
+    assert all(reproduces(r) for r in rows)  # each row's command runs it again
     with open(out / "results.csv") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert [float(r["ndcg@10"]) for r in csv_rows] == [r["ndcg@10"] for r in rows]
@@ -226,7 +227,8 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert overrides["against_ndcg@10"] == pytest.approx((ndcg[2] + ndcg[5]) / 2)
     # a pair no rule makes (rows of different suffixes), asked for by name through benchmarks/write_table.py
     for row in rows:
-        runnable = row_spec("SASRec", "ml-100k", row["seed"], str(tmp_path))  # write_table checks command and key
+        # write_table reruns no row but checks each one's command gives its key: any runnable pair will do
+        runnable = row_spec("SASRec", "ml-100k", row["seed"], str(tmp_path))
         row = {**row, "command": runnable["command"], "key": runnable["key"]}
         (tmp_path / "rows" / f"{row['model']}-{row['seed']}.json").write_text(json.dumps(row))
     write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:RPORec-no-semantic"])
@@ -257,32 +259,58 @@ def test_a_rows_command_reproduces_its_key_until_a_default_it_ran_with_changes(t
     assert "--topk=[10, 20]" in arguments and arguments[-1] == "--config_files=a.yaml b.yaml"
     rows = [{"model": spec["label"], "seed": spec["seed"], "command": spec["command"], "key": spec["key"]}
             for spec in specs]
-    assert rows_run_under_other_defaults(rows) == []
+    assert [reproduces(row) for row in rows] == [True, True]
     (tmp_path / "b.yaml").write_text("stopping_step: 5\n")  # a config file the row named changed
-    assert rows_run_under_other_defaults(rows) == rows[1:]
+    assert [reproduces(row) for row in rows] == [True, False]
     (tmp_path / "b.yaml").write_text("stopping_step: 4\n")
     plugin_defaults = properties / "RPORec.yaml"  # a default of the plugin changed: its rows only
     plugin_defaults.write_text(plugin_defaults.read_text().replace("collaborative_item_text: False",
                                                                    "collaborative_item_text: True"))
-    assert rows_run_under_other_defaults(rows) == rows[1:]
+    assert plugin_defaults.read_text().count("collaborative_item_text: True") == 1
+    assert [reproduces(row) for row in rows] == [True, False]
     (tmp_path / "rows").mkdir()
     for row in rows:
         (tmp_path / "rows" / f"{row['model']}.json").write_text(json.dumps(row))
     with pytest.raises(SystemExit):
         write_table.main([str(tmp_path)])
     error = capsys.readouterr().err
-    assert "no longer reproduces them" in error and "RPORec-no-reasoning-minilm seed 2020" in error
+    assert "would not run them again" in error and "RPORec-no-reasoning-minilm seed 2020" in error
     assert "SASRec seed" not in error
 
 
 def test_every_committed_row_reproduces_with_its_command(monkeypatch):
     """The record's rows must run again with the command they show; after a default changes, the rows that ran
-    with the old one are renamed for it (see ``rows_run_under_other_defaults``)."""
+    with the old one are renamed for it (``benchmarks/write_table.py`` says how)."""
     repository = os.path.dirname(config.PROPERTIES_DIR)
     monkeypatch.chdir(repository)  # the Beauty rows' config file is relative to the repository root
-    rows = [json.loads(open(path).read()) for path in glob.glob("benchmarks/compare-*/rows/*.json")]
+    rows = [json.loads(path.read_text()) for path in Path(repository).glob("benchmarks/compare-*/rows/*.json")]
     assert len(rows) > 50
-    assert [f"{row['dataset']} {row['model']} {row['seed']}" for row in rows_run_under_other_defaults(rows)] == []
+    assert [f"{row['dataset']} {row['model']} {row['seed']}" for row in rows if not reproduces(row)] == []
+
+
+def test_a_command_gives_its_values_as_recbole_reads_them():
+    """The comparison's overrides and its rows' commands are read as RecBole reads its command line (Python literals,
+    true/false, else text), so a row runs with what its command gives RecBole; yaml read ``1e-05`` and ``None`` as
+    text, so such a row's command did not reproduce its key."""
+    overrides = {"learning_rate": 1e-05, "weight_decay": None, "topk": [10, 20], "text_embedder": "embedded:x",
+                 "rl": True, "dropout_prob": 0.5, "loss_type": "CE"}
+    spec = row_spec("RPORec-no-reasoning", "ml-100k", 2020, "out", overrides=overrides)
+    assert command_key(spec["command"]) == spec["key"]
+    assert parse_overrides(["--a=false", "--b=TRUE", "--c=llm", "--d=2e-3", "--e=a=b", "x"]) == \
+        ({"a": False, "b": True, "c": "llm", "d": 0.002}, ["--e=a=b", "x"])  # RecBole ignores a value holding "="
+
+
+def test_a_command_that_cannot_be_read_does_not_reproduce_its_row():
+    key = row_spec("SASRec", "ml-100k", 2020, "out")["key"]
+    for command in ["python run_recbole_rporec.py --model=SASRec --dataset=ml-100k",  # no seed
+                    "python run_recbole_rporec.py --model=SASRec --dataset=ml-100k --seed=2020 --topk=[10, 20]",
+                    "python other.py --model=SASRec --dataset=ml-100k --seed=2020",
+                    "python run_recbole_rporec.py --model=SASRec --dataset=ml-100k --seed=2020 '--unclosed"]:
+        with pytest.raises(ValueError):
+            command_key(command)
+        assert not reproduces({"command": command, "key": key})
+    assert reproduces({"command": "python run_recbole_rporec.py --model=SASRec --dataset=ml-100k --seed=2020",
+                       "key": key})
 
 
 def test_a_table_without_paired_tests_says_so():
