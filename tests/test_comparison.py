@@ -320,6 +320,12 @@ def test_a_table_without_paired_tests_says_so():
     assert "| row | against |" not in significance_table([], rows)
 
 
+def _run_result(device):
+    """What ``run_recbole_rporec`` returns, with made-up metrics, for the tests of ``make_row``."""
+    return {"test_result": {m: 0.1 for m in TABLE_METRICS}, "best_valid_result": {"ndcg@10": 0.2},
+            "train_seconds": 1.0, "eval_seconds": 1.0, "device": device, "checkpoint": "c", "stage_results": {}}
+
+
 def test_a_suffix_names_rows_run_with_extra_overrides_apart():
     """Rows with extra overrides (--loss_type=sampled_softmax --suffix=-sampled) get their own name, file and key, so
     the table never pools them with the default rows of the same model."""
@@ -329,8 +335,7 @@ def test_a_suffix_names_rows_run_with_extra_overrides_apart():
     assert sampled["label"] == "RPORec-no-reasoning-sampled" and sampled["key"] != default["key"]
     assert os.path.basename(sampled["out_file"]) == f"RPORec-no-reasoning-sampled-seed2020-{sampled['key']}.json"
     assert "--model=RPORec " in sampled["command"] and "--loss_type=sampled_softmax" in sampled["command"]
-    result = {"test_result": {m: 0.1 for m in TABLE_METRICS}, "best_valid_result": {"ndcg@10": 0.2}, "train_seconds": 1.0,
-              "eval_seconds": 1.0, "device": "cpu", "checkpoint": "c", "stage_results": {}}
+    result = _run_result("cpu")
     assert make_row(sampled, result, 2.0)["model"] == "RPORec-no-reasoning-sampled"
     assert [s["model"] for s in summarize([make_row(default, result, 2.0), make_row(sampled, result, 2.0)])] == \
         ["RPORec-no-reasoning", "RPORec-no-reasoning-sampled"]
@@ -340,9 +345,7 @@ def test_a_summary_names_every_machine_its_seeds_ran_on():
     """Seeds of one row can run on different machines (AMD EPYC or Intel Xeon here): the summary's
     device lists each once, in the rows' order, so a mean train time is never silently one machine's."""
     spec = row_spec("SASRec", "ml-100k", 2020, "out")
-    result = {"test_result": {m: 0.1 for m in TABLE_METRICS}, "best_valid_result": {"ndcg@10": 0.2}, "train_seconds": 1.0,
-              "eval_seconds": 1.0, "checkpoint": "c", "stage_results": {}}
-    rows = [make_row({**spec, "seed": seed}, {**result, "device": device}, 2.0)
+    rows = [make_row({**spec, "seed": seed}, _run_result(device), 2.0)
             for seed, device in [(2020, "cpu (AMD EPYC, 2 cores)"), (2021, "cpu (Intel Xeon, 2 cores)"),
                                  (2022, "cpu (AMD EPYC, 2 cores)")]]
     assert summarize(rows)[0]["device"] == "cpu (AMD EPYC, 2 cores); cpu (Intel Xeon, 2 cores)"
