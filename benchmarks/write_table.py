@@ -1,6 +1,7 @@
 """Write a comparison folder's table, CSV, JSON, PNG and paired tests from every row that ran in it, whatever
 command ran it (e.g. rows with a ``--suffix``), without running anything. ``--pair=ROW:AGAINST`` (repeatable) adds
-a paired test the automatic ones do not make, e.g. between rows of different suffixes. Run it from the repository root,
+a paired test the automatic ones do not make, e.g. between rows of different suffixes; it is kept in the folder's
+pairs.txt, so the folder's later tables (this script's or a comparison's) have it too. Run it from the repository root,
 where the rows' commands run. It refuses rows whose command would not run them again (a plugin default or a config
 file they name changed since): under their name they would pool with the rows run under the new values.
 
@@ -8,22 +9,8 @@ file they name changed since): under their name they would pool with the rows ru
     python benchmarks/write_table.py benchmarks/compare-ml100k --pair=RPORec-stage1-minilm-train3:RPORec-no-reasoning-minilm
 """
 import argparse
-import json
-from pathlib import Path
 
-from rporec_recbole.comparison import reproduces, write_outputs
-
-
-def refuse_rows_that_do_not_reproduce(parser, rows):
-    try:
-        stale = [row for row in rows if not reproduces(row)]
-    except OSError as err:  # a config file a row names, relative to the repository root
-        parser.error(f"{err} (run from the repository root)")
-    if stale:
-        parser.error("rows whose command would not run them again (a plugin default or a config file they name "
-                     "changed since, or the command cannot be read); in each row's json, add a suffix for what it ran "
-                     "to `model` and the old values to `command` (the key stays): "
-                     + ", ".join(f"{row['model']} seed {row['seed']}" for row in stale))
+from rporec_recbole.comparison import add_folder_pairs, check_rows_reproduce, folder_rows, write_folder_outputs
 
 
 def main(argv=None):
@@ -32,15 +19,19 @@ def main(argv=None):
     parser.add_argument("--pair", action="append", default=[], metavar="ROW:AGAINST")
     args = parser.parse_args(argv)
     pairs = [pair.split(":", 1) for pair in args.pair]
-    rows = [json.loads(path.read_text()) for path in sorted(Path(args.out_dir, "rows").glob("*.json"))]
+    rows = folder_rows(args.out_dir)
     names = {row["model"] for row in rows}
     unknown = sorted(name for pair in pairs for name in pair if name.removesuffix(" stage 1") not in names)
     if unknown or any(len(pair) != 2 for pair in pairs):
         parser.error(f"--pair needs ROW:AGAINST with rows of {args.out_dir}; unknown: {unknown}")
-    refuse_rows_that_do_not_reproduce(parser, rows)
-    # baselines first, then RPORec rows; seeds in order
-    rows.sort(key=lambda row: (row["model"].startswith("RPORec"), row["model"], row["seed"]))
-    print(write_outputs(rows, args.out_dir, extra_pairs=pairs))
+    try:
+        check_rows_reproduce(rows)
+    except ValueError as err:
+        parser.error(str(err))
+    except OSError as err:  # a config file a row names, relative to the repository root
+        parser.error(f"{err} (run from the repository root)")
+    add_folder_pairs(args.out_dir, pairs)
+    print(write_folder_outputs(args.out_dir))
 
 
 if __name__ == "__main__":

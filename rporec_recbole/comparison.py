@@ -5,7 +5,8 @@ other and each reports its own peak memory. Finished rows are cached as json und
 model, dataset, seed and the values of the row's settings (the plugin's yamls for it, config files, overrides),
 so a changed default reruns the rows it applies to. An interrupted comparison resumes where it stopped, inside a
 row too: each row keeps its checkpoint under ``<checkpoint_dir>/compare-runs/<row>/`` and goes on from its last
-finished epoch.
+finished epoch. The folder's table, CSV, JSON, PNG and paired tests hold every row in it, whichever commands ran them
+(one folder per dataset and split), with the extra pairs its pairs.txt names.
 
     python -m rporec_recbole.comparison --dataset=ml-100k --models=SASRec,GRU4Rec,RPORec-stage1,RPORec
 """
@@ -44,6 +45,7 @@ SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "tex
                         "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False}
 # Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
 SETTINGS_WITHOUT_EFFECT_ON_RESULTS = {"rl_trim_heap_mb"}
+PAIRS_FILE = "pairs.txt"
 TABLE_METRICS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20"]
 
 
@@ -393,6 +395,55 @@ def write_outputs(rows, out_dir, extra_pairs=()):
     return markdown
 
 
+def folder_rows(out_dir):
+    """Every row that ran in a comparison folder, whatever command ran it: baselines first, then RPORec rows; seeds
+    in order."""
+    rows = []
+    for path in glob.glob(os.path.join(out_dir, "rows", "*.json")):
+        with open(path) as handle:
+            rows.append(json.load(handle))
+    return sorted(rows, key=lambda row: (row["model"].startswith("RPORec"), row["model"], row["seed"]))
+
+
+def folder_pairs(out_dir):
+    """The paired tests a folder's table asks for beyond the automatic ones (e.g. between rows of different
+    suffixes): the ``ROW:AGAINST`` lines of its pairs.txt."""
+    path = os.path.join(out_dir, PAIRS_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as handle:
+        return [line.strip().split(":", 1) for line in handle if line.strip()]
+
+
+def add_folder_pairs(out_dir, pairs):
+    """Keep ``pairs`` ([row, against]) in the folder's pairs.txt, so every later table of the folder has them."""
+    kept = folder_pairs(out_dir)
+    wanted = kept + [list(pair) for pair in pairs]
+    unique = [pair for index, pair in enumerate(wanted) if pair not in wanted[:index]]
+    if unique == kept:
+        return
+    lines = [f"{row}:{against}\n" for row, against in unique]
+    atomic_write_bytes(os.path.join(out_dir, PAIRS_FILE), "".join(lines).encode())
+
+
+def check_rows_reproduce(rows):
+    """ValueError naming the rows whose command would not run them again (a plugin default or a config file they name
+    changed since): under their name they would pool with the rows run under the new values. OSError where a config
+    file a row names is missing (rows name them relative to the repository root, where they run)."""
+    stale = [row for row in rows if not reproduces(row)]
+    if stale:
+        raise ValueError("rows whose command would not run them again (a plugin default or a config file they name "
+                         "changed since, or the command cannot be read); in each row's json, add a suffix for what it "
+                         "ran to `model` and the old values to `command` (the key stays): "
+                         + ", ".join(f"{row['model']} seed {row['seed']}" for row in stale))
+
+
+def write_folder_outputs(out_dir):
+    """``write_outputs`` of every row in the folder, with the folder's extra pairs: one table per folder, whichever
+    commands ran its rows."""
+    return write_outputs(folder_rows(out_dir), out_dir, extra_pairs=folder_pairs(out_dir))
+
+
 def parse_value(text):
     """A command-line value as RecBole's command-line parser reads it (a Python literal, true or false in any case,
     else the text itself), so a row runs with the values its command gives RecBole when rerun."""
@@ -439,12 +490,19 @@ def main(argv=None):
         parser.error(f"unrecognised argument {rejected[0]!r} (use --key=value)")
     out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
     config_files = args.config_files.split() if args.config_files else None
+    try:  # before any row runs: the table pools every row of the folder by name
+        check_rows_reproduce(folder_rows(out_dir))
+    except ValueError as err:
+        parser.error(str(err))
+    except OSError as err:
+        parser.error(f"{err} (run from the repository root)")
     rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
                     config_files, overrides, args.cached_only, args.suffix)
     if not rows:
         parser.error(f"no finished rows for these models and seeds in {out_dir}/rows")
-    print(write_outputs(rows, out_dir))
-    print(f"[compare] results in {out_dir}/results.{{md,csv,json,png}} and significance.json")
+    print(write_folder_outputs(out_dir))
+    print(f"[compare] results of every row in {out_dir}/rows in {out_dir}/results.{{md,csv,json,png}} and "
+          "significance.json")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,17 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(without_models + ["--models=GRU4Rec", "--cached-only"])
     assert not list((out / "rows").glob("GRU4Rec*"))
+    # the folder's table keeps the rows other commands ran (regression: a command wrote a table of its rows only)
+    main(without_models + ["--models=SASRec"])
+    assert [r["model"] for r in json.loads((out / "results.json").read_text())] == ["SASRec", "RPORec-no-reasoning"]
+    assert "| RPORec-no-reasoning | SASRec |" in (out / "results.md").read_text()
+    # a row its command would not run again stops the comparison before anything runs
+    row_file = out / "rows" / rows[0]["per_user"].replace(".users.npz", ".json")
+    row_file.write_text(json.dumps({**rows[0], "key": "stale"}))
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(without_models + ["--models=GRU4Rec"])
+    assert "SASRec seed 2020" in capsys.readouterr().err and not list((out / "rows").glob("GRU4Rec*"))
 
 
 def _per_user_from_checkpoint_rebuilds_or_refuses(per_user_file, row):
@@ -237,6 +248,13 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
                                                                 [2020])
     assert asked["ndcg@10"] == pytest.approx((ndcg[1] + ndcg[4]) / 2)
     assert "| RPORec-no-reasoning-sampled | RPORec-no-semantic |" in (tmp_path / "results.md").read_text()
+    # the folder keeps the pair: its next table, without --pair, still has it
+    assert (tmp_path / "pairs.txt").read_text() == "RPORec-no-reasoning-sampled:RPORec-no-semantic\n"
+    write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:RPORec-no-semantic"])
+    assert (tmp_path / "pairs.txt").read_text() == "RPORec-no-reasoning-sampled:RPORec-no-semantic\n"
+    (tmp_path / "significance.json").unlink()
+    write_table.main([str(tmp_path)])
+    assert json.loads((tmp_path / "significance.json").read_text())[-1] == asked
     with pytest.raises(SystemExit):
         write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:no-such-row"])
 
