@@ -107,7 +107,7 @@ def reproduces(row):
     """Whether the row's command, run today, would run the row again (see ``command_key``)."""
     try:
         return command_key(row["command"]) == row["key"]
-    except ValueError:
+    except (ValueError, KeyError):  # KeyError: a row written before rows kept their command and key
         return False
 
 

@@ -329,6 +329,8 @@ def test_a_command_that_cannot_be_read_does_not_reproduce_its_row():
         assert not reproduces({"command": command, "key": key})
     assert reproduces({"command": "python run_recbole_rporec.py --model=SASRec --dataset=ml-100k --seed=2020",
                        "key": key})
+    # a row from before rows kept their key cannot show it reproduces (regression: KeyError stopped the table)
+    assert not reproduces({"command": "python run_recbole_rporec.py --model=SASRec --dataset=ml-100k --seed=2020"})
 
 
 def test_a_table_without_paired_tests_says_so():
