@@ -3,14 +3,15 @@ command ran it (e.g. rows with a ``--suffix``), without running anything. ``--pa
 a paired test the automatic ones do not make, e.g. between rows of different suffixes; it is kept in the folder's
 pairs.txt, so the folder's later tables (this script's or a comparison's) have it too. Run it from the repository root,
 where the rows' commands run. It refuses rows whose command would not run them again (a plugin default or a config
-file they name changed since): under their name they would pool with the rows run under the new values.
+file they name changed since) or rows of one name whose seeds ran with different settings: under one name they would
+pool.
 
     python benchmarks/write_table.py benchmarks/compare-beauty
     python benchmarks/write_table.py benchmarks/compare-ml100k --pair=RPORec-stage1-minilm-train3:RPORec-no-reasoning-minilm
 """
 import argparse
 
-from rporec_recbole.comparison import add_folder_pairs, check_rows_reproduce, folder_rows, write_folder_outputs
+from rporec_recbole.comparison import add_folder_pairs, folder_rows, refuse_unfit_folder, write_folder_outputs
 
 
 def main(argv=None):
@@ -18,18 +19,15 @@ def main(argv=None):
     parser.add_argument("out_dir")
     parser.add_argument("--pair", action="append", default=[], metavar="ROW:AGAINST")
     args = parser.parse_args(argv)
-    pairs = [pair.split(":", 1) for pair in args.pair]
+    pairs = [[part.strip() for part in pair.split(":")] for pair in args.pair]
     rows = folder_rows(args.out_dir)
+    if not rows:
+        parser.error(f"no rows in {args.out_dir}/rows")
     names = {row["model"] for row in rows}
     unknown = sorted(name for pair in pairs for name in pair if name.removesuffix(" stage 1") not in names)
     if unknown or any(len(pair) != 2 for pair in pairs):
         parser.error(f"--pair needs ROW:AGAINST with rows of {args.out_dir}; unknown: {unknown}")
-    try:
-        check_rows_reproduce(rows)
-    except ValueError as err:
-        parser.error(str(err))
-    except OSError as err:  # a config file a row names, relative to the repository root
-        parser.error(f"{err} (run from the repository root)")
+    refuse_unfit_folder(parser, args.out_dir)
     add_folder_pairs(args.out_dir, pairs)
     print(write_folder_outputs(args.out_dir))
 

@@ -184,12 +184,17 @@ class SafeCheckpointMixin:
         # training time of the epochs a resumed run inherits (kept in ``last/``), so a row killed and resumed
         # reports the time of all its epochs, not only those of its last process
         self.train_seconds_before_resume = 0.0
+        # reported with the results, over every process that resumed the run: epochs trained up to the last
+        # evaluated one, and the epoch (RecBole's 0-based index, as its log prints it) whose weights are tested
+        self.epochs_trained, self.best_epoch = 0, None
         self.fit_started = None  # set by the first fit of the run (RPORec's starts before reasoning generation)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         folder = kwargs.pop("saved_model_file", self.saved_model_file)
+        if epoch >= 0 and folder == self.saved_model_file:  # -1: weights loaded, not trained, by this run
+            self.best_epoch = epoch
         trainer_state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
                          "model": self.config["model"]}
         save_checkpoint(folder, self.model.state_dict(), self.optimizer, trainer_state)
@@ -206,11 +211,13 @@ class SafeCheckpointMixin:
         last = load_last(resume_file, self.device)
         if last is None:
             model_state, optimizer_state, meta = load_checkpoint(resume_file, self.device)
+            self.best_epoch = meta["epoch"] if meta["epoch"] >= 0 else None
         else:
             model_state, optimizer_state, meta, rng_tensors = last
             self._pending_rng = (rng_tensors, meta["rng"])
             self.best_valid_result = meta["best_valid_result"] or None
             self.train_seconds_before_resume = meta.get("train_seconds", 0.0)
+            self.best_epoch = meta.get("best_epoch")
         if meta.get("model", self.config["model"]).lower() != self.config["model"].lower():
             raise ValueError(f"Checkpoint {resume_file} belongs to model {meta['model']}, not {self.config['model']}.")
         release_unused_folder(self.saved_model_file)
@@ -218,7 +225,7 @@ class SafeCheckpointMixin:
         self.model.load_state_dict(model_state)
         if optimizer_state is not None:
             self.optimizer.load_state_dict(optimizer_state)
-        self.start_epoch = meta["epoch"] + 1
+        self.start_epoch = self.epochs_trained = meta["epoch"] + 1
         self.cur_step = meta["cur_step"]
         self.best_valid_score = meta["best_valid_score"]
         if self.cur_step > self.stopping_step:
@@ -234,6 +241,7 @@ class SafeCheckpointMixin:
         from rporec_recbole.resume import restore_rng, save_last
 
         def after_epoch(epoch, valid_score):
+            self.epochs_trained = epoch + 1
             if saved:
                 save_last(self, train_data, epoch)
             if callback_fn:

@@ -2,8 +2,10 @@
 
 Each (row, seed) runs in its own process through ``run_recbole_rporec``, so rows cannot leak state into each
 other and each reports its own peak memory. Finished rows are cached as json under ``<out>/rows/``, keyed by
-model, dataset, seed and the values of the row's settings (the plugin's yamls for it, config files, overrides),
-so a changed default reruns the rows it applies to. An interrupted comparison resumes where it stopped, inside a
+model, dataset, seed and the values of the row's settings (the plugin's yamls for it, config files, overrides).
+A changed default or config file makes the rows it applies to stale: a comparison stops before running anything
+until they are renamed (their values kept) or removed, since they would pool with new rows under one name. An
+interrupted comparison resumes where it stopped, inside a
 row too: each row keeps its checkpoint under ``<checkpoint_dir>/compare-runs/<row>/`` and goes on from its last
 finished epoch. The folder's table, CSV, JSON, PNG and paired tests hold every row in it, whichever commands ran them
 (one folder per dataset and split), with the extra pairs its pairs.txt names.
@@ -40,7 +42,8 @@ VARIANTS = {
 }
 # Settings added after cached rows existed, each with the value that behaves as the code did before it: at that value
 # a setting stays out of the row's key, so adding an option (off by default) keeps every cached row. A later change
-# of its default puts the new value in the key, and the rows it applies to rerun. Add each new setting here.
+# of its default puts the new value in the key, and the rows it applies to become stale (see check_folder_rows).
+# Add each new setting here.
 SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "text_embedder": "llm",
                         "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False}
 # Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
@@ -89,10 +92,9 @@ def row_command(name, dataset, seed, config_files, overrides):
     return "python run_recbole_rporec.py " + " ".join(shlex.quote(arg) for arg in args)
 
 
-def command_key(command):
-    """The cache key a row's ``command`` (as ``row_command`` writes it) gives under today's settings: the row's own key
-    while every setting it ran with keeps its value, another once a plugin default or a config file it names has
-    changed. ValueError when the command cannot be read as one."""
+def parse_command(command):
+    """``(model, dataset, seed, config_files, overrides)`` of a row's ``command`` (as ``row_command`` writes it);
+    ValueError when the command cannot be read as one."""
     arguments = shlex.split(command)
     overrides, unreadable = parse_overrides(arguments[2:])
     if arguments[:2] != ["python", "run_recbole_rporec.py"] or unreadable \
@@ -100,14 +102,29 @@ def command_key(command):
         raise ValueError(f"not a row's command: {command!r}")
     model, dataset, seed = str(overrides.pop("model")), str(overrides.pop("dataset")), overrides.pop("seed")
     config_files = str(overrides.pop("config_files")).split() if "config_files" in overrides else None
-    return row_key(model, dataset, seed, config_files, overrides)
+    return model, dataset, seed, config_files, overrides
+
+
+def command_key(command):
+    """The cache key a row's ``command`` gives under today's settings: the row's own key while every setting it ran
+    with keeps its value, another once a plugin default or a config file it names has changed."""
+    return row_key(*parse_command(command))
+
+
+def settings_key(command):
+    """``command_key`` without the seed: the same for every seed of a row run with the same settings."""
+    model, dataset, _, config_files, overrides = parse_command(command)
+    return row_key(model, dataset, None, config_files, overrides)
 
 
 def reproduces(row):
-    """Whether the row's command, run today, would run the row again (see ``command_key``)."""
+    """Whether the row's command, run today, would run the row again (see ``command_key``). A row written before rows
+    kept their command and key cannot show it does."""
+    if "command" not in row or "key" not in row:
+        return False
     try:
         return command_key(row["command"]) == row["key"]
-    except (ValueError, KeyError):  # KeyError: a row written before rows kept their command and key
+    except ValueError:
         return False
 
 
@@ -159,6 +176,7 @@ def make_row(spec, result, total_seconds):
         **{k: float(v) for k, v in result["test_result"].items()},
         "valid_ndcg@10": float(result["best_valid_result"].get("ndcg@10", float("nan"))),
         "train_seconds": round(result["train_seconds"], 1), "eval_seconds": round(result["eval_seconds"], 1),
+        "epochs": result["epochs"], "best_epoch": result["best_epoch"],
         "total_seconds": round(total_seconds, 1),
         "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "device": result["device"], "command": spec["command"], "key": spec["key"],
@@ -214,7 +232,9 @@ def summarize(rows):
     for model, group in by_model.items():
         entry = {"model": model, "dataset": group[0]["dataset"], "seeds": [r["seed"] for r in group],
                  "device": "; ".join(dict.fromkeys(r.get("device", "unknown") for r in group)),
-                 "command": group[0]["command"]}
+                 "command": group[0]["command"],
+                 # per seed; '?' for rows written before rows kept their epoch count
+                 "epochs": [r.get("epochs") for r in group]}
         for column in TABLE_METRICS + ["train_seconds", "eval_seconds", "peak_memory_mb"]:
             values = [r[column] for r in group if column in r]
             entry[column] = statistics.fmean(values)
@@ -235,10 +255,11 @@ def best_baseline(summary):
 def markdown_table(summary):
     # a spread only where a row has several seeds (one seed has none, not a spread of 0)
     fmt = lambda s, c: f"{s[c]:.4f} ± {s[c + '_std']:.4f}" if len(s["seeds"]) > 1 else f"{s[c]:.4f}"
-    header = ["model", "seeds"] + TABLE_METRICS + ["train s", "eval s", "peak MB", "device"]
+    header = ["model", "seeds", "epochs"] + TABLE_METRICS + ["train s", "eval s", "peak MB", "device"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for s in summary:
-        cells = [s["model"], ",".join(map(str, s["seeds"]))] + [fmt(s, c) for c in TABLE_METRICS]
+        epochs = ",".join("?" if e is None else str(e) for e in s["epochs"])
+        cells = [s["model"], ",".join(map(str, s["seeds"])), epochs] + [fmt(s, c) for c in TABLE_METRICS]
         cells += [f"{s['train_seconds']:.0f}", f"{s['eval_seconds']:.0f}", f"{s['peak_memory_mb']:.0f}", s["device"]]
         lines.append("| " + " | ".join(cells) + " |")
     base = best_baseline(summary)
@@ -317,7 +338,8 @@ def significance(rows, summary, out_dir, k=10, extra_pairs=()):
     pairs = [(name, base["model"]) for base in baselines_best_first(summary) for name in results
              if name.startswith("RPORec")]
     tests = []
-    for row, against in pairs + ablation_pairs(results) + [tuple(pair) for pair in extra_pairs]:
+    # a pair asked for twice (an extra pair that is also automatic) is tested once
+    for row, against in dict.fromkeys(pairs + ablation_pairs(results) + [tuple(pair) for pair in extra_pairs]):
         seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())
         if not seeds:
             continue
@@ -385,8 +407,9 @@ def write_outputs(rows, out_dir, extra_pairs=()):
     atomic_write_bytes(os.path.join(out_dir, "results.md"), markdown.encode())
     atomic_write_json(os.path.join(out_dir, "results.json"), rows)
     atomic_write_json(os.path.join(out_dir, "significance.json"), tests)
-    columns = ["model", "dataset", "seed"] + [c for c in rows[0] if c not in ("model", "dataset", "seed")
-                                              and not isinstance(rows[0][c], dict)]
+    # every row's columns (rows written before a column existed leave it empty), nested results left to the json
+    flat = dict.fromkeys(c for row in rows for c in row if not isinstance(row[c], dict))
+    columns = ["model", "dataset", "seed"] + [c for c in flat if c not in ("model", "dataset", "seed")]
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
@@ -407,12 +430,20 @@ def folder_rows(out_dir):
 
 def folder_pairs(out_dir):
     """The paired tests a folder's table asks for beyond the automatic ones (e.g. between rows of different
-    suffixes): the ``ROW:AGAINST`` lines of its pairs.txt."""
+    suffixes): the ``ROW:AGAINST`` lines of its pairs.txt. ValueError naming a line that is not one."""
     path = os.path.join(out_dir, PAIRS_FILE)
     if not os.path.isfile(path):
         return []
+    pairs = []
     with open(path) as handle:
-        return [line.strip().split(":", 1) for line in handle if line.strip()]
+        for number, line in enumerate(handle, 1):
+            parts = [part.strip() for part in line.split(":")]
+            if parts == [""]:
+                continue
+            if len(parts) != 2 or not all(parts):
+                raise ValueError(f"{path}, line {number}: {line.strip()!r} is not ROW:AGAINST")
+            pairs.append(parts)
+    return pairs
 
 
 def add_folder_pairs(out_dir, pairs):
@@ -426,16 +457,41 @@ def add_folder_pairs(out_dir, pairs):
     atomic_write_bytes(os.path.join(out_dir, PAIRS_FILE), "".join(lines).encode())
 
 
-def check_rows_reproduce(rows):
-    """ValueError naming the rows whose command would not run them again (a plugin default or a config file they name
-    changed since): under their name they would pool with the rows run under the new values. OSError where a config
-    file a row names is missing (rows name them relative to the repository root, where they run)."""
+def check_folder_rows(rows):
+    """The rows of a folder's table pool by name, so every row must be what its name runs today. ValueError naming
+    the rows whose command would not run them again (a plugin default or a config file they name changed since:
+    under their name they would pool with the rows run under the new values), else the names whose seeds ran with
+    different settings (e.g. a run with an extra override and no ``--suffix``). OSError where a config file a row
+    names is missing (rows name them relative to the repository root, where they run)."""
     stale = [row for row in rows if not reproduces(row)]
     if stale:
         raise ValueError("rows whose command would not run them again (a plugin default or a config file they name "
                          "changed since, or the command cannot be read); in each row's json, add a suffix for what it "
                          "ran to `model` and the old values to `command` (the key stays): "
                          + ", ".join(f"{row['model']} seed {row['seed']}" for row in stale))
+    commands = {}
+    for row in rows:
+        commands.setdefault(row["model"], {}).setdefault(settings_key(row["command"]), row["command"])
+    mixed = {name: list(by_settings.values()) for name, by_settings in commands.items() if len(by_settings) > 1}
+    if mixed:
+        raise ValueError("rows of one name that ran with different settings (rerun one of them with a --suffix, or "
+                         "rename it in its json's `model`): "
+                         + "; ".join(f"{name}: {' vs '.join(found)}" for name, found in mixed.items()))
+
+
+def refuse_unfit_folder(parser, out_dir, planned=()):
+    """``parser.error`` where the folder's rows, with the ``planned`` ones (specs of the rows a command is about to
+    run), cannot make one table (``check_folder_rows``) or its pairs.txt is not readable; a command line's check
+    before it runs or writes anything."""
+    planned_rows = [{"model": spec["label"], "seed": spec["seed"], "command": spec["command"], "key": spec["key"]}
+                    for spec in planned]
+    try:
+        check_folder_rows(folder_rows(out_dir) + planned_rows)
+        folder_pairs(out_dir)
+    except ValueError as err:
+        parser.error(str(err))
+    except OSError as err:
+        parser.error(f"{err} (run from the repository root)")
 
 
 def write_folder_outputs(out_dir):
@@ -490,14 +546,14 @@ def main(argv=None):
         parser.error(f"unrecognised argument {rejected[0]!r} (use --key=value)")
     out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
     config_files = args.config_files.split() if args.config_files else None
-    try:  # before any row runs: the table pools every row of the folder by name
-        check_rows_reproduce(folder_rows(out_dir))
-    except ValueError as err:
-        parser.error(str(err))
-    except OSError as err:
-        parser.error(f"{err} (run from the repository root)")
-    rows = run_rows(args.models.split(","), args.dataset, [int(s) for s in args.seeds.split(",")], out_dir,
-                    config_files, overrides, args.cached_only, args.suffix)
+    if ":" in args.suffix:
+        parser.error("--suffix cannot hold ':' (pairs.txt names rows as ROW:AGAINST)")
+    names, seeds = args.models.split(","), [int(s) for s in args.seeds.split(",")]
+    planned = [row_spec(name, args.dataset, seed, out_dir, config_files, overrides, args.suffix)
+               for name in names for seed in seeds]
+    # before any row runs: the table pools every row of the folder, and those this command adds, by name
+    refuse_unfit_folder(parser, out_dir, planned)
+    rows = run_rows(names, args.dataset, seeds, out_dir, config_files, overrides, args.cached_only, args.suffix)
     if not rows:
         parser.error(f"no finished rows for these models and seeds in {out_dir}/rows")
     print(write_folder_outputs(out_dir))

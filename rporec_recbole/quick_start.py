@@ -144,6 +144,8 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "train_seconds": train_seconds,
+        "epochs": getattr(trainer, "epochs_trained", None),
+        "best_epoch": getattr(trainer, "best_epoch", None),
         "eval_seconds": eval_seconds,
         "checkpoint": trainer.saved_model_file if saved else None,
         # RPORec with rl: true reports stage 1 and stage 2 side by side ({stage: {split: metrics}})

@@ -15,9 +15,10 @@ from conftest import mini_config
 import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
-                                       ablation_pairs, chart_figure, command_key, main, make_row, parse_overrides,
+                                       ablation_pairs, chart_figure, check_folder_rows, command_key, folder_rows,
+                                       main, make_row, parse_overrides,
                                        reproduces, row_command, row_key, row_run_settings, row_spec, significance,
-                                       significance_table, summarize)
+                                       significance_table, summarize, write_outputs)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -33,6 +34,7 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     assert [r["model"] for r in rows] == ["SASRec", "RPORec-no-reasoning"]
     assert all(r["dataset"] == "ml-mini" and r["seed"] == 2020 and 0 <= r["ndcg@10"] <= 1 for r in rows)
     assert all(r["peak_memory_mb"] > 100 and r["train_seconds"] > 0 for r in rows)
+    assert all((r["epochs"], r["best_epoch"]) == (1, 0) for r in rows)  # --epochs=1: one epoch, tested
     # whose hardware the times are: the CPU model too, as this project's machines are AMD EPYC or Intel Xeon
     assert all(r["device"] == f"cpu ({cpu_model()}, {os.cpu_count()} cores)" for r in rows)
     assert all(reproduces(r) for r in rows)  # each row's command runs it again
@@ -40,7 +42,7 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
         csv_rows = list(csv.DictReader(handle))
     assert [float(r["ndcg@10"]) for r in csv_rows] == [r["ndcg@10"] for r in rows]
     table = (out / "results.md").read_text()
-    assert f"| SASRec | 2020 | {rows[0]['recall@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
+    assert f"| SASRec | 2020 | 1 | {rows[0]['recall@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
     assert "Best baseline by test NDCG@10: SASRec" in table
     assert table.count(f"| cpu ({cpu_model()}, {os.cpu_count()} cores) |") == 2
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -181,7 +183,7 @@ def test_a_suffixed_rl_row_and_its_stage_1_give_one_pair_against_the_default_row
     assert len(pairs) == len(set(pairs))
 
 
-def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
+def test_significance_pairs_rows_over_their_shared_seeds(tmp_path, capsys):
     """RPORec rows against each baseline and the ablation pairs, an RL row's stage 1 among them; per-user values
     averaged over the seeds both rows ran."""
     (tmp_path / "rows").mkdir()
@@ -257,6 +259,18 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path):
     assert json.loads((tmp_path / "significance.json").read_text())[-1] == asked
     with pytest.raises(SystemExit):
         write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:no-such-row"])
+    # a pair the rules make anyway is tested once; a line of pairs.txt that is not ROW:AGAINST is named
+    write_table.main([str(tmp_path), "--pair= RPORec-no-reasoning : RPORec-no-semantic "])
+    tested = [(t["row"], t["against"]) for t in json.loads((tmp_path / "significance.json").read_text())]
+    assert tested.count(("RPORec-no-reasoning", "RPORec-no-semantic")) == 1 and len(set(tested)) == len(tested)
+    with open(tmp_path / "pairs.txt", "a") as handle:
+        handle.write("RPORec-no-reasoning\n")
+    with pytest.raises(SystemExit):
+        write_table.main([str(tmp_path)])
+    assert "line 3: 'RPORec-no-reasoning' is not ROW:AGAINST" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # nothing to write a table of
+        write_table.main([str(tmp_path / "empty")])
+    assert "no rows in" in capsys.readouterr().err
 
 
 def test_a_rows_command_reproduces_its_key_until_a_default_it_ran_with_changes(tmp_path, monkeypatch, capsys):
@@ -296,6 +310,33 @@ def test_a_rows_command_reproduces_its_key_until_a_default_it_ran_with_changes(t
     assert "SASRec seed" not in error
 
 
+def test_rows_of_one_name_must_have_run_with_the_same_settings(tmp_path, monkeypatch, capsys):
+    """A comparison run with an extra override and no ``--suffix`` names its rows as the default ones: the folder's
+    table would pool them (seeds apart is fine, settings apart is not)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rows").mkdir()
+    specs = [row_spec("SASRec", "ml-100k", 2020, "."), row_spec("SASRec", "ml-100k", 2021, ".")]
+    for spec in specs:
+        row = {"model": spec["label"], "seed": spec["seed"], "command": spec["command"], "key": spec["key"]}
+        (tmp_path / "rows" / f"{spec['seed']}.json").write_text(json.dumps(row))
+    check_folder_rows(folder_rows("."))
+    # an extra override without a suffix: refused before the row runs (regression: it ran and pooled with the others)
+    with pytest.raises(SystemExit):
+        main(["--models=SASRec", "--seeds=2022", "--hidden_dropout_prob=0.2", "--out=."])
+    assert "--hidden_dropout_prob=0.2" in capsys.readouterr().err and not list((tmp_path / "rows").glob("*2022*"))
+    other = row_spec("SASRec", "ml-100k", 2022, ".", overrides={"hidden_dropout_prob": 0.2})
+    (tmp_path / "rows" / "2022.json").write_text(json.dumps(
+        {"model": other["label"], "seed": 2022, "command": other["command"], "key": other["key"]}))
+    with pytest.raises(ValueError, match="rows of one name that ran with different settings"):
+        check_folder_rows(folder_rows("."))
+    with pytest.raises(SystemExit):  # the comparison refuses before running anything
+        main(["--models=GRU4Rec", "--out=."])
+    assert "--hidden_dropout_prob=0.2" in capsys.readouterr().err and not list((tmp_path / "rows").glob("GRU*"))
+    with pytest.raises(SystemExit):
+        main(["--models=GRU4Rec", "--out=elsewhere", "--suffix=-a:b"])
+    assert "--suffix cannot hold ':'" in capsys.readouterr().err
+
+
 def test_every_committed_row_reproduces_with_its_command(monkeypatch):
     """The record's rows must run again with the command they show; after a default changes, the rows that ran
     with the old one are renamed for it (``benchmarks/write_table.py`` says how)."""
@@ -304,6 +345,8 @@ def test_every_committed_row_reproduces_with_its_command(monkeypatch):
     rows = [json.loads(path.read_text()) for path in Path(repository).glob("benchmarks/compare-*/rows/*.json")]
     assert len(rows) > 50
     assert [f"{row['dataset']} {row['model']} {row['seed']}" for row in rows if not reproduces(row)] == []
+    for folder in Path(repository).glob("benchmarks/compare-*"):
+        check_folder_rows(folder_rows(str(folder)))  # and a name's seeds ran with one set of settings
 
 
 def test_a_command_gives_its_values_as_recbole_reads_them():
@@ -343,7 +386,8 @@ def test_a_table_without_paired_tests_says_so():
 def _run_result(device):
     """What ``run_recbole_rporec`` returns, with made-up metrics, for the tests of ``make_row``."""
     return {"test_result": {m: 0.1 for m in TABLE_METRICS}, "best_valid_result": {"ndcg@10": 0.2},
-            "train_seconds": 1.0, "eval_seconds": 1.0, "device": device, "checkpoint": "c", "stage_results": {}}
+            "train_seconds": 1.0, "eval_seconds": 1.0, "epochs": 3, "best_epoch": 1, "device": device,
+            "checkpoint": "c", "stage_results": {}}
 
 
 def test_a_suffix_names_rows_run_with_extra_overrides_apart():
@@ -402,3 +446,18 @@ def test_chart_labels_of_many_long_row_names_do_not_overlap():
     assert [label.get_text() for label in fig.axes[0].get_yticklabels()] == names
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
     assert all(box.x0 >= 0 for box in boxes)  # none cut off at the figure's left edge
+
+
+def test_table_and_csv_show_epochs_where_rows_kept_them(tmp_path):
+    """Rows written before rows kept their epoch count show '?' in the table and an empty CSV cell; the CSV's
+    columns are every row's (regression: they were the first row's, so a column the first row lacked was dropped)."""
+    metrics = {m: 0.05 for m in TABLE_METRICS}
+    common = {"dataset": "ml-mini", "train_seconds": 10.0, "eval_seconds": 1.0, "peak_memory_mb": 500.0,
+              "device": "cpu", "command": "python run_recbole_rporec.py --model=SASRec", **metrics}
+    rows = [{"model": "SASRec", "seed": 2020, **common},
+            {"model": "SASRec", "seed": 2021, **common, "epochs": 48, "best_epoch": 37}]
+    write_outputs(rows, str(tmp_path))
+    assert "| SASRec | 2020,2021 | ?,48 | 0.0500 ± 0.0000 |" in (tmp_path / "results.md").read_text()
+    with open(tmp_path / "results.csv") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert [(r["epochs"], r["best_epoch"]) for r in csv_rows] == [("", ""), ("48", "37")]

@@ -89,6 +89,9 @@ def test_resumed_stage1_matches_an_uninterrupted_run(mini_movielens, tmp_path):
     # regression: a resumed run reported only its own process's training time, not that of the epochs it inherited
     assert 0 < last_state["train_seconds"] <= first_part["train_seconds"]
     assert resumed["train_seconds"] > last_state["train_seconds"]
+    # the epochs of both processes are counted, and the tested epoch is the uninterrupted run's
+    assert first_part["epochs"] == 1 and resumed["epochs"] == uninterrupted["epochs"] == 3
+    assert resumed["best_epoch"] == uninterrupted["best_epoch"] is not None
 
 
 def test_kill_during_stage1_then_resume_continues_from_the_last_epoch(mini_movielens, tmp_path):
@@ -201,7 +204,7 @@ def test_resuming_a_finished_training_tests_the_best_epoch_and_trains_no_further
         mini_movielens, tmp_path, epochs=3, stopping_step=3))
     state_file = os.path.join(finished["checkpoint"], "last", "trainer_state.json")
     state = _read_json(state_file)
-    assert state["epoch"] == 2
+    assert state["epoch"] == 2 and (finished["epochs"], finished["best_epoch"]) == (3, 0)
     with open(os.path.join(finished["checkpoint"], "trainer_state.json")) as handle:
         assert json.load(handle)["epoch"] == 0  # the best epoch: its weights are not the last epoch's
     for epochs in (3, 6):  # all epochs done; more epochs configured, but early stopping had fired
@@ -216,3 +219,4 @@ def test_resuming_a_finished_training_tests_the_best_epoch_and_trains_no_further
         assert resumed["best_valid_result"] == finished["best_valid_result"]
         # nothing trained in this process: the row's training time is that of the epochs it inherited
         assert resumed["train_seconds"] >= state["train_seconds"] > 0
+        assert (resumed["epochs"], resumed["best_epoch"]) == (3, 0)  # what it inherited, reported as it ran
