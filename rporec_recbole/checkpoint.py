@@ -184,8 +184,8 @@ class SafeCheckpointMixin:
         # training time of the epochs a resumed run inherits (kept in ``last/``), so a row killed and resumed
         # reports the time of all its epochs, not only those of its last process
         self.train_seconds_before_resume = 0.0
-        # reported with the results, over every process that resumed the run: epochs trained up to the last
-        # evaluated one, and the epoch (RecBole's 0-based index, as its log prints it) whose weights are tested
+        # reported with the results, over every process that resumed the run: epochs trained, and the epoch
+        # (RecBole's 0-based index, as its log prints it) whose weights are tested; None for weights this run loaded
         self.epochs_trained, self.best_epoch = 0, None
         self.fit_started = None  # set by the first fit of the run (RPORec's starts before reasoning generation)
 
@@ -193,7 +193,7 @@ class SafeCheckpointMixin:
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         folder = kwargs.pop("saved_model_file", self.saved_model_file)
-        if epoch >= 0 and folder == self.saved_model_file:  # -1: weights loaded, not trained, by this run
+        if epoch >= 0:  # RecBole saves the epoch that improved on the best; -1: weights this run loaded
             self.best_epoch = epoch
         trainer_state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
                          "model": self.config["model"]}
@@ -216,8 +216,7 @@ class SafeCheckpointMixin:
             model_state, optimizer_state, meta, rng_tensors = last
             self._pending_rng = (rng_tensors, meta["rng"])
             self.best_valid_result = meta["best_valid_result"] or None
-            self.train_seconds_before_resume = meta.get("train_seconds", 0.0)
-            self.best_epoch = meta.get("best_epoch")
+            self.restore_progress(meta)
         if meta.get("model", self.config["model"]).lower() != self.config["model"].lower():
             raise ValueError(f"Checkpoint {resume_file} belongs to model {meta['model']}, not {self.config['model']}.")
         release_unused_folder(self.saved_model_file)
@@ -241,7 +240,6 @@ class SafeCheckpointMixin:
         from rporec_recbole.resume import restore_rng, save_last
 
         def after_epoch(epoch, valid_score):
-            self.epochs_trained = epoch + 1
             if saved:
                 save_last(self, train_data, epoch)
             if callback_fn:
@@ -256,9 +254,27 @@ class SafeCheckpointMixin:
         self.fit_started = self.fit_started or time.time()
         return super().fit(train_data, valid_data, verbose, saved, show_progress, after_epoch)
 
+    def _train_epoch(self, train_data, epoch_idx, *args, **kwargs):
+        result = super()._train_epoch(train_data, epoch_idx, *args, **kwargs)
+        self.epochs_trained = epoch_idx + 1  # RecBole's index counts the epochs of resumed processes too
+        return result
+
     def train_seconds_so_far(self):
         """Seconds of training since the run first started, over every process that resumed it."""
         return self.train_seconds_before_resume + time.time() - self.fit_started
+
+    def progress(self):
+        """What a checkpoint keeps for the results of a run resumed from it: its training time so far, epochs
+        trained and tested epoch."""
+        return {"train_seconds": self.train_seconds_so_far(), "epochs": self.epochs_trained,
+                "best_epoch": self.best_epoch}
+
+    def restore_progress(self, state):
+        """Take over ``progress()`` from a checkpoint's state (one written before a field existed leaves it
+        unknown)."""
+        self.train_seconds_before_resume = state.get("train_seconds", 0.0)
+        self.epochs_trained = state.get("epochs", self.epochs_trained)
+        self.best_epoch = state.get("best_epoch")
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

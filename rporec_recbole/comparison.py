@@ -233,7 +233,7 @@ def summarize(rows):
         entry = {"model": model, "dataset": group[0]["dataset"], "seeds": [r["seed"] for r in group],
                  "device": "; ".join(dict.fromkeys(r.get("device", "unknown") for r in group)),
                  "command": group[0]["command"],
-                 # per seed; '?' for rows written before rows kept their epoch count
+                 # per seed; None for rows written before rows kept their epoch count
                  "epochs": [r.get("epochs") for r in group]}
         for column in TABLE_METRICS + ["train_seconds", "eval_seconds", "peak_memory_mb"]:
             values = [r[column] for r in group if column in r]
@@ -408,7 +408,8 @@ def write_outputs(rows, out_dir, extra_pairs=()):
     atomic_write_json(os.path.join(out_dir, "results.json"), rows)
     atomic_write_json(os.path.join(out_dir, "significance.json"), tests)
     # every row's columns (rows written before a column existed leave it empty), nested results left to the json
-    flat = dict.fromkeys(c for row in rows for c in row if not isinstance(row[c], dict))
+    nested = {c for row in rows for c, value in row.items() if isinstance(value, dict)}
+    flat = dict.fromkeys(c for row in rows for c in row if c not in nested)
     columns = ["model", "dataset", "seed"] + [c for c in flat if c not in ("model", "dataset", "seed")]
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
@@ -457,25 +458,31 @@ def add_folder_pairs(out_dir, pairs):
     atomic_write_bytes(os.path.join(out_dir, PAIRS_FILE), "".join(lines).encode())
 
 
+def names_with_mixed_settings(rows):
+    """{name: [one command per set of settings]} of the row names whose seeds ran with different settings (e.g. a run
+    with an extra override and no ``--suffix``). Rows must reproduce (``reproduces``)."""
+    commands = {}
+    for row in rows:
+        commands.setdefault(row["model"], {}).setdefault(settings_key(row["command"]), row["command"])
+    return {name: list(by_settings.values()) for name, by_settings in commands.items() if len(by_settings) > 1}
+
+
 def check_folder_rows(rows):
     """The rows of a folder's table pool by name, so every row must be what its name runs today. ValueError naming
     the rows whose command would not run them again (a plugin default or a config file they name changed since:
     under their name they would pool with the rows run under the new values), else the names whose seeds ran with
-    different settings (e.g. a run with an extra override and no ``--suffix``). OSError where a config file a row
-    names is missing (rows name them relative to the repository root, where they run)."""
+    different settings. OSError where a config file a row names is missing (rows name them relative to the
+    repository root, where they run)."""
     stale = [row for row in rows if not reproduces(row)]
     if stale:
         raise ValueError("rows whose command would not run them again (a plugin default or a config file they name "
                          "changed since, or the command cannot be read); in each row's json, add a suffix for what it "
                          "ran to `model` and the old values to `command` (the key stays): "
                          + ", ".join(f"{row['model']} seed {row['seed']}" for row in stale))
-    commands = {}
-    for row in rows:
-        commands.setdefault(row["model"], {}).setdefault(settings_key(row["command"]), row["command"])
-    mixed = {name: list(by_settings.values()) for name, by_settings in commands.items() if len(by_settings) > 1}
+    mixed = names_with_mixed_settings(rows)
     if mixed:
-        raise ValueError("rows of one name that ran with different settings (rerun one of them with a --suffix, or "
-                         "rename it in its json's `model`): "
+        raise ValueError("rows of one name that ran with different settings (any setting but the seed counts; rerun "
+                         "one of them with a --suffix, or rename it in its json's `model`): "
                          + "; ".join(f"{name}: {' vs '.join(found)}" for name, found in mixed.items()))
 
 
@@ -546,11 +553,14 @@ def main(argv=None):
         parser.error(f"unrecognised argument {rejected[0]!r} (use --key=value)")
     out_dir = args.out or os.path.join("saved", f"compare-{args.dataset}")
     config_files = args.config_files.split() if args.config_files else None
+    missing = [path for path in config_files or [] if not os.path.isfile(path)]
+    if missing:
+        parser.error(f"no config file {missing[0]!r} (rows name config files relative to the repository root)")
     if ":" in args.suffix:
         parser.error("--suffix cannot hold ':' (pairs.txt names rows as ROW:AGAINST)")
     names, seeds = args.models.split(","), [int(s) for s in args.seeds.split(",")]
-    planned = [row_spec(name, args.dataset, seed, out_dir, config_files, overrides, args.suffix)
-               for name in names for seed in seeds]
+    planned = [] if args.cached_only else [row_spec(name, args.dataset, seed, out_dir, config_files, overrides,
+                                                     args.suffix) for name in names for seed in seeds]
     # before any row runs: the table pools every row of the folder, and those this command adds, by name
     refuse_unfit_folder(parser, out_dir, planned)
     rows = run_rows(names, args.dataset, seeds, out_dir, config_files, overrides, args.cached_only, args.suffix)

@@ -514,18 +514,17 @@ def _plain(value):
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
 
 
-def save_rl_checkpoint(folder, grpo, rec_model, config, history, train_seconds):
+def save_rl_checkpoint(folder, grpo, rec_model, config, history, progress):
     """Write ``folder`` atomically: RecHead (model.safetensors), RL optimizer, policy/ (adapter or weights),
-    config.yaml and trainer_state.json (step, reward history, policy fingerprint, the run's training seconds so
-    far). Older step folders are removed."""
+    config.yaml and trainer_state.json (step, reward history, policy fingerprint, the run's ``progress``: training
+    seconds so far, stage-1 epochs and tested epoch). Older step folders are removed."""
     tmp = f"{folder}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     grpo.pair.save(os.path.join(tmp, "policy"))
     atomic_write_bytes(os.path.join(tmp, "config.yaml"),
                        yaml.safe_dump(_plain(dict(config.final_config_dict)), sort_keys=True).encode())
     save_checkpoint(tmp, rec_model.state_dict(), grpo.optimizer, {**grpo.state(), "history": history,
-                                                                  "model": config["model"],
-                                                                  "train_seconds": train_seconds})
+                                                                  "model": config["model"], **progress})
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     parent, name = os.path.split(folder)
@@ -536,7 +535,7 @@ def save_rl_checkpoint(folder, grpo, rec_model, config, history, train_seconds):
 
 def load_rl_checkpoint(folder, grpo, rec_model):
     """Restore RecHead, policy, optimizer and step from ``folder``; returns the checkpoint's trainer state
-    (per-step ``history``, ``train_seconds``)."""
+    (per-step ``history``, the run's progress)."""
     model_state, optimizer_state, meta = load_checkpoint(folder)
     rec_model.load_state_dict(model_state)
     grpo.pair.load(os.path.join(folder, "policy"))
@@ -564,8 +563,8 @@ def run_rl_stage(trainer, train_data):
     if config["rl_resume_checkpoint"]:
         state = load_rl_checkpoint(config["rl_resume_checkpoint"], grpo, model)
         history = state["history"]
-        # the training time of the processes before this one (stage 1 included), so the run reports all of it
-        trainer.train_seconds_before_resume = state.get("train_seconds", 0.0)
+        # the training time and stage-1 epochs of the processes before this one, so the run reports all of them
+        trainer.restore_progress(state)
         trainer.logger.info(f"RL resumed at step {grpo.step} from {config['rl_resume_checkpoint']}")
     folder = os.path.join(config["checkpoint_dir"], os.path.basename(trainer.saved_model_file) + "-rl")
     trainer.rl_checkpoint_dir = folder
@@ -592,7 +591,7 @@ def run_rl_stage(trainer, train_data):
             last = True
         if acc.is_main_process and (last or grpo.step % config["rl_save_step"] == 0):
             save_rl_checkpoint(os.path.join(folder, f"step-{grpo.step:06d}"), grpo, model, config, history,
-                               trainer.train_seconds_so_far())
+                               trainer.progress())
         acc.wait_for_everyone()
         if last:
             break

@@ -44,8 +44,7 @@ def save_last(trainer, train_data, epoch):
     rng_tensors, rng_meta = _capture_rng(train_data)
     state = {"epoch": epoch, "cur_step": trainer.cur_step, "best_valid_score": float(trainer.best_valid_score),
              "best_valid_result": {k: float(v) for k, v in (trainer.best_valid_result or {}).items()},
-             "model": trainer.config["model"], "rng": rng_meta, "train_seconds": trainer.train_seconds_so_far(),
-             "best_epoch": trainer.best_epoch}
+             "model": trainer.config["model"], "rng": rng_meta, **trainer.progress()}
     final = os.path.join(trainer.saved_model_file, LAST)
     partial, previous = final + ".partial", final + ".previous"
     shutil.rmtree(partial, ignore_errors=True)

@@ -237,6 +237,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         """Take the RecHead (the whole stage-1 model) from a saved stage-1 or RL checkpoint instead of training."""
         self.model.load_state_dict(load_checkpoint(folder, self.device)[0])
         self.stage1_checkpoint = folder
+        self.epochs_trained = None  # trained by another process: a resumed RL run restores its own count
         if os.path.isdir(os.path.join(folder, "policy")):
             # an RL step folder is deleted once RL saves the next step: evaluations reload the RecHead from here
             self._save_checkpoint(-1, verbose=False)

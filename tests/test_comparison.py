@@ -13,7 +13,7 @@ import yaml
 
 from conftest import mini_config
 import write_table  # benchmarks/, on the path through conftest
-from rporec_recbole import config
+from rporec_recbole import comparison, config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
                                        ablation_pairs, chart_figure, check_folder_rows, command_key, folder_rows,
                                        main, make_row, parse_overrides,
@@ -314,6 +314,7 @@ def test_rows_of_one_name_must_have_run_with_the_same_settings(tmp_path, monkeyp
     """A comparison run with an extra override and no ``--suffix`` names its rows as the default ones: the folder's
     table would pool them (seeds apart is fine, settings apart is not)."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(comparison, "run_rows", lambda *args: pytest.fail("a refused comparison ran rows"))
     (tmp_path / "rows").mkdir()
     specs = [row_spec("SASRec", "ml-100k", 2020, "."), row_spec("SASRec", "ml-100k", 2021, ".")]
     for spec in specs:
@@ -323,7 +324,7 @@ def test_rows_of_one_name_must_have_run_with_the_same_settings(tmp_path, monkeyp
     # an extra override without a suffix: refused before the row runs (regression: it ran and pooled with the others)
     with pytest.raises(SystemExit):
         main(["--models=SASRec", "--seeds=2022", "--hidden_dropout_prob=0.2", "--out=."])
-    assert "--hidden_dropout_prob=0.2" in capsys.readouterr().err and not list((tmp_path / "rows").glob("*2022*"))
+    assert "--hidden_dropout_prob=0.2" in capsys.readouterr().err
     other = row_spec("SASRec", "ml-100k", 2022, ".", overrides={"hidden_dropout_prob": 0.2})
     (tmp_path / "rows" / "2022.json").write_text(json.dumps(
         {"model": other["label"], "seed": 2022, "command": other["command"], "key": other["key"]}))
@@ -331,10 +332,13 @@ def test_rows_of_one_name_must_have_run_with_the_same_settings(tmp_path, monkeyp
         check_folder_rows(folder_rows("."))
     with pytest.raises(SystemExit):  # the comparison refuses before running anything
         main(["--models=GRU4Rec", "--out=."])
-    assert "--hidden_dropout_prob=0.2" in capsys.readouterr().err and not list((tmp_path / "rows").glob("GRU*"))
+    assert "--hidden_dropout_prob=0.2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--models=GRU4Rec", "--out=elsewhere", "--suffix=-a:b"])
     assert "--suffix cannot hold ':'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--models=GRU4Rec", "--out=elsewhere", "--config_files=missing.yaml"])
+    assert "no config file 'missing.yaml'" in capsys.readouterr().err
 
 
 def test_every_committed_row_reproduces_with_its_command(monkeypatch):
@@ -455,9 +459,10 @@ def test_table_and_csv_show_epochs_where_rows_kept_them(tmp_path):
     common = {"dataset": "ml-mini", "train_seconds": 10.0, "eval_seconds": 1.0, "peak_memory_mb": 500.0,
               "device": "cpu", "command": "python run_recbole_rporec.py --model=SASRec", **metrics}
     rows = [{"model": "SASRec", "seed": 2020, **common},
-            {"model": "SASRec", "seed": 2021, **common, "epochs": 48, "best_epoch": 37}]
+            {"model": "SASRec", "seed": 2021, **common, "epochs": 48, "best_epoch": 37, "stage_results": {"a": {}}}]
     write_outputs(rows, str(tmp_path))
     assert "| SASRec | 2020,2021 | ?,48 | 0.0500 ± 0.0000 |" in (tmp_path / "results.md").read_text()
     with open(tmp_path / "results.csv") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert [(r["epochs"], r["best_epoch"]) for r in csv_rows] == [("", ""), ("48", "37")]
+    assert "stage_results" not in csv_rows[1]  # nested results are the json's

@@ -153,7 +153,7 @@ def test_resumed_rl_matches_an_uninterrupted_run(mini_movielens, tmp_path, monke
                   "rl_steps": steps, **extra}
         return run_and_keep_trainer(monkeypatch, mini_config(mini_movielens, tmp_path / folder, **config))
 
-    _, full = run("full", 4)
+    full_result, full = run("full", 4)
     _, part = run("part", 2)
     checkpoint = os.path.join(part.rl_checkpoint_dir, "step-000002")
     resumed_result, resumed = run("part", 4, rl_resume_checkpoint=checkpoint)
@@ -173,6 +173,9 @@ def test_resumed_rl_matches_an_uninterrupted_run(mini_movielens, tmp_path, monke
     before = _read_json(os.path.join(checkpoint, "trainer_state.json"))["train_seconds"]
     assert before > 0 and resumed.train_seconds_before_resume == before
     assert resumed_result["train_seconds"] > before
+    # and its stage-1 epochs and tested epoch (regression: a run resumed in RL reported 0 epochs and none tested)
+    assert (resumed_result["epochs"], resumed_result["best_epoch"]) == (full_result["epochs"], full_result["best_epoch"])
+    assert full_result["epochs"] > 0 and full_result["best_epoch"] is not None
 
 
 def _tuned_reasoning(run_dir, policy):
