@@ -11,7 +11,8 @@ pool.
 """
 import argparse
 
-from rporec_recbole.comparison import add_folder_pairs, folder_rows, refuse_unfit_folder, write_folder_outputs
+from rporec_recbole.comparison import (add_folder_pairs, folder_rows, parse_pair, refuse_unfit_folder,
+                                       write_folder_outputs)
 
 
 def main(argv=None):
@@ -19,13 +20,16 @@ def main(argv=None):
     parser.add_argument("out_dir")
     parser.add_argument("--pair", action="append", default=[], metavar="ROW:AGAINST")
     args = parser.parse_args(argv)
-    pairs = [[part.strip() for part in pair.split(":")] for pair in args.pair]
+    try:
+        pairs = [parse_pair(pair) for pair in args.pair]
+    except ValueError as err:
+        parser.error(f"--pair: {err}")
     rows = folder_rows(args.out_dir)
     if not rows:
         parser.error(f"no rows in {args.out_dir}/rows")
     names = {row["model"] for row in rows}
     unknown = sorted(name for pair in pairs for name in pair if name.removesuffix(" stage 1") not in names)
-    if unknown or any(len(pair) != 2 for pair in pairs):
+    if unknown:
         parser.error(f"--pair needs ROW:AGAINST with rows of {args.out_dir}; unknown: {unknown}")
     refuse_unfit_folder(parser, args.out_dir)
     add_folder_pairs(args.out_dir, pairs)

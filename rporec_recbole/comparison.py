@@ -429,6 +429,14 @@ def folder_rows(out_dir):
     return sorted(rows, key=lambda row: (row["model"].startswith("RPORec"), row["model"], row["seed"]))
 
 
+def parse_pair(text):
+    """``[row, against]`` of a ``ROW:AGAINST`` text (spaces around a name ignored); ValueError when it is not one."""
+    parts = [part.strip() for part in text.split(":")]
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"{text.strip()!r} is not ROW:AGAINST")
+    return parts
+
+
 def folder_pairs(out_dir):
     """The paired tests a folder's table asks for beyond the automatic ones (e.g. between rows of different
     suffixes): the ``ROW:AGAINST`` lines of its pairs.txt. ValueError naming a line that is not one."""
@@ -438,12 +446,12 @@ def folder_pairs(out_dir):
     pairs = []
     with open(path) as handle:
         for number, line in enumerate(handle, 1):
-            parts = [part.strip() for part in line.split(":")]
-            if parts == [""]:
+            if not line.strip():
                 continue
-            if len(parts) != 2 or not all(parts):
-                raise ValueError(f"{path}, line {number}: {line.strip()!r} is not ROW:AGAINST")
-            pairs.append(parts)
+            try:
+                pairs.append(parse_pair(line))
+            except ValueError as err:
+                raise ValueError(f"{path}, line {number}: {err}") from None
     return pairs
 
 

@@ -259,6 +259,9 @@ def test_significance_pairs_rows_over_their_shared_seeds(tmp_path, capsys):
     assert json.loads((tmp_path / "significance.json").read_text())[-1] == asked
     with pytest.raises(SystemExit):
         write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning-sampled:no-such-row"])
+    with pytest.raises(SystemExit):  # --pair and pairs.txt lines are read alike
+        write_table.main([str(tmp_path), "--pair=RPORec-no-reasoning:RPORec-no-semantic:SASRec"])
+    assert "is not ROW:AGAINST" in capsys.readouterr().err
     # a pair the rules make anyway is tested once; a line of pairs.txt that is not ROW:AGAINST is named
     write_table.main([str(tmp_path), "--pair= RPORec-no-reasoning : RPORec-no-semantic "])
     tested = [(t["row"], t["against"]) for t in json.loads((tmp_path / "significance.json").read_text())]
