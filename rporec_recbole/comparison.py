@@ -329,6 +329,15 @@ def _mean_over_seeds(by_seed, seeds):
     return {user: statistics.fmean(by_seed[seed][user] for seed in seeds) for user in users}
 
 
+def paired_values(results, row, against):
+    """``(seeds, row's {user: value}, against's {user: value})`` from ``per_user_results``: the seeds both rows ran
+    and each user's value averaged over them, so a paired test pairs the same users and seeds (no seeds: Nones)."""
+    seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())
+    if not seeds:
+        return seeds, None, None
+    return seeds, _mean_over_seeds(results[row], seeds), _mean_over_seeds(results[against], seeds)
+
+
 def significance(rows, summary, out_dir, k=10, extra_pairs=()):
     """Paired t-tests on per-user NDCG@k: each RPORec row against each baseline (the best first: which one is best
     can hang on a seed), then ``ablation_pairs``, then ``extra_pairs`` ((row, against) named by the caller, e.g. two
@@ -340,11 +349,10 @@ def significance(rows, summary, out_dir, k=10, extra_pairs=()):
     tests = []
     # a pair asked for twice (an extra pair that is also automatic) is tested once
     for row, against in dict.fromkeys(pairs + ablation_pairs(results) + [tuple(pair) for pair in extra_pairs]):
-        seeds = sorted(results.get(row, {}).keys() & results.get(against, {}).keys())
+        seeds, values_row, values_against = paired_values(results, row, against)
         if not seeds:
             continue
-        users, mean_row, mean_against, p_value = paired_test(_mean_over_seeds(results[row], seeds),
-                                                             _mean_over_seeds(results[against], seeds))
+        users, mean_row, mean_against, p_value = paired_test(values_row, values_against)
         tests.append({"row": row, "against": against, "seeds": seeds, "users": users, f"ndcg@{k}": mean_row,
                       f"against_ndcg@{k}": mean_against, "p_value": p_value})
     return tests
