@@ -16,9 +16,9 @@ import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import comparison, config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
                                        ablation_pairs, chart_figure, check_folder_rows, command_key, folder_rows,
-                                       main, make_row, parse_overrides,
+                                       headline, main, make_row, markdown_table, parse_overrides,
                                        reproduces, row_command, row_key, row_run_settings, row_spec, significance,
-                                       significance_table, summarize, write_outputs)
+                                       selected_on_valid, significance_table, summarize, write_outputs)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -42,7 +42,8 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
         csv_rows = list(csv.DictReader(handle))
     assert [float(r["ndcg@10"]) for r in csv_rows] == [r["ndcg@10"] for r in rows]
     table = (out / "results.md").read_text()
-    assert f"| SASRec | 2020 | 1 | {rows[0]['recall@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table
+    assert (f"| SASRec | 2020 | 1 | {rows[0]['valid_ndcg@10']:.4f} | {rows[0]['recall@10']:.4f} | "
+            f"{rows[0]['ndcg@10']:.4f} |") in table
     assert "Best baseline by test NDCG@10: SASRec" in table
     assert table.count(f"| cpu ({cpu_model()}, {os.cpu_count()} cores) |") == 2
     assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -464,8 +465,32 @@ def test_table_and_csv_show_epochs_where_rows_kept_them(tmp_path):
     rows = [{"model": "SASRec", "seed": 2020, **common},
             {"model": "SASRec", "seed": 2021, **common, "epochs": 48, "best_epoch": 37, "stage_results": {"a": {}}}]
     write_outputs(rows, str(tmp_path))
-    assert "| SASRec | 2020,2021 | ?,48 | 0.0500 ± 0.0000 |" in (tmp_path / "results.md").read_text()
+    assert "| SASRec | 2020,2021 | ?,48 | ? | 0.0500 ± 0.0000 |" in (tmp_path / "results.md").read_text()
     with open(tmp_path / "results.csv") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert [(r["epochs"], r["best_epoch"]) for r in csv_rows] == [("", ""), ("48", "37")]
     assert "stage_results" not in csv_rows[1]  # nested results are the json's
+
+
+def _seeded_rows(model, valid_and_test):
+    return [{"model": model, "seed": 2020 + i, "dataset": "d", "train_seconds": 1.0, "eval_seconds": 1.0,
+             "peak_memory_mb": 1.0, "device": "cpu", "command": f"python run_recbole_rporec.py --model={model}",
+             **{m: test for m in TABLE_METRICS}, "valid_ndcg@10": valid} for i, (valid, test) in enumerate(valid_and_test)]
+
+
+def test_the_headline_row_is_selected_on_valid_among_rows_with_three_seeds():
+    """The headline is the RPORec row with 3+ seeds and the best mean valid NDCG@10, whatever its test; a row with a
+    better valid but fewer seeds, or a better test, is not it. Its ratio is against the best baseline by test."""
+    rows = (_seeded_rows("SASRec", [(0.06, 0.040)] * 2)
+            + _seeded_rows("RPORec-a", [(0.070, 0.050), (0.072, 0.052), (0.071, 0.048)])      # best test
+            + _seeded_rows("RPORec-b", [(0.074, 0.044), (0.075, 0.046), (0.076, 0.045)])      # best valid, 3 seeds
+            + _seeded_rows("RPORec-c", [(0.090, 0.030), (0.090, 0.030)]))                      # 2 seeds only
+    summary = summarize(rows)
+    assert selected_on_valid(summary)["model"] == "RPORec-b"
+    assert summary[1]["valid_ndcg@10"] == pytest.approx(0.071) and summary[1]["valid_ndcg@10_std"] == pytest.approx(0.001)
+    assert headline(summary) == ("Headline (the RPORec row with 3+ seeds and the highest valid NDCG@10): RPORec-b, "
+                                 "valid 0.0750, test 0.0450, 1.12x SASRec.")
+    table = markdown_table(summary)
+    assert "| RPORec-b | 2020,2021,2022 | ?,?,? | 0.0750 ± 0.0010 | 0.0450 ± 0.0010 |" in table
+    assert headline(summary) in table
+    assert headline(summarize(rows[:2] + rows[-2:])) == "Headline: no RPORec row has 3+ seeds yet."
