@@ -237,13 +237,10 @@ def summarize(rows):
                  "command": group[0]["command"],
                  # per seed; None for rows written before rows kept their epoch count
                  "epochs": [r.get("epochs") for r in group]}
-        for column in TABLE_METRICS + ["train_seconds", "eval_seconds", "peak_memory_mb"]:
+        for column in TABLE_METRICS + [VALID_METRIC, "train_seconds", "eval_seconds", "peak_memory_mb"]:
             values = [r[column] for r in group if column in r]
-            entry[column] = statistics.fmean(values)
+            entry[column] = statistics.fmean(values) if values else None  # None where no seed kept the column
             entry[column + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-        valid = [r[VALID_METRIC] for r in group if VALID_METRIC in r]
-        entry[VALID_METRIC] = statistics.fmean(valid) if valid else None
-        entry[VALID_METRIC + "_std"] = statistics.stdev(valid) if len(valid) > 1 else 0.0
         summary.append(entry)
     return summary
 
