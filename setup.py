@@ -4,7 +4,11 @@ setup(
     name="rporec-recbole",
     version="0.1.0",
     description="RPORec (reasoning-augmented recommendation with GRPO) as a RecBole plugin",
-    packages=find_packages(include=["rporec_recbole", "rporec_recbole.*"]),
+    packages=find_packages(include=["rporec_recbole", "rporec_recbole.*"]) + ["rporec_recbole.properties"],
+    # the plugin's default yamls live in properties/ (RecBole-plugin layout); a wheel carries them inside the
+    # package, where rporec_recbole/config.py looks first
+    package_dir={"rporec_recbole.properties": "properties"},
+    package_data={"rporec_recbole.properties": ["*.yaml", "dataset/*.yaml"]},
     python_requires=">=3.10,<3.13",
     install_requires=[
         "recbole==1.2.1",

@@ -5,10 +5,10 @@ other and each reports its own peak memory. Finished rows are cached as json und
 model, dataset, seed and the values of the row's settings (the plugin's yamls for it, config files, overrides).
 A changed default or config file makes the rows it applies to stale: a comparison stops before running anything
 until they are renamed (their values kept) or removed, since they would pool with new rows under one name. An
-interrupted comparison resumes where it stopped, inside a
-row too: each row keeps its checkpoint under ``<checkpoint_dir>/compare-runs/<row>/`` and goes on from its last
-finished epoch. The folder's table, CSV, JSON, PNG and paired tests hold every row in it, whichever commands ran them
-(one folder per dataset and split), with the extra pairs its pairs.txt names.
+interrupted comparison resumes where it stopped, inside a row too: each row keeps its checkpoint under
+``<checkpoint_dir>/compare-runs/<row>-seed<seed>-<key>/`` and goes on from its last finished epoch. The folder's
+table, CSV, JSON, PNG and paired tests hold every row in it, whichever commands ran them (one folder per dataset
+and split), with the extra pairs its pairs.txt names.
 
     python -m rporec_recbole.comparison --dataset=ml-100k --models=SASRec,GRU4Rec,RPORec-stage1,RPORec
 """

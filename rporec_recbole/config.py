@@ -11,7 +11,15 @@ from recbole.utils import ModelType
 from rporec_recbole.compat import numpy_aliases
 from rporec_recbole.registry import get_model
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties")
+
+def find_properties_dir(package_dir):
+    """The plugin's default yamls: the copy a wheel installs inside the package (setup.py maps ``properties/``
+    there), else ``properties/`` beside the package in a source checkout or an editable install."""
+    installed = os.path.join(package_dir, "properties")
+    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package_dir), "properties")
+
+
+PROPERTIES_DIR = find_properties_dir(os.path.dirname(os.path.abspath(__file__)))
 
 
 def plugin_yamls(model, dataset):

@@ -4,7 +4,8 @@
 
 The user's whole known history (train, valid and test interactions) is the context, so this is the
 recommendation for the user's next, unseen interaction. Works for RecBole sequential baselines too
-(without reasoning).
+(without reasoning; with titles where the dataset's config names its title field, as the plugin's dataset
+yamls do).
 """
 import argparse
 import json
@@ -15,6 +16,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from rporec_recbole.checkpoint import CorruptCheckpointError
+from rporec_recbole.item_text import build_item_texts
 from rporec_recbole.parsing import THINK_OPEN, parse_output
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.registry import get_trainer
@@ -22,6 +24,10 @@ from rporec_recbole.registry import get_trainer
 
 class UnknownUserError(ValueError):
     pass
+
+
+class NotSequentialError(ValueError):
+    """The checkpoint's model does not read a history (a general recommender such as BPR or Pop)."""
 
 
 def user_history(dataset, user_token, max_length):
@@ -37,8 +43,22 @@ def user_history(dataset, user_token, max_length):
     return items[-max_length:].tolist()
 
 
+def item_titles(config, dataset, model):
+    """The texts RPORec shows its LLM; for a baseline the dataset's titles when its config names a loaded title
+    field (the plugin's dataset yamls do, for every model), else blanks."""
+    if hasattr(model, "item_texts"):
+        return model.item_texts
+    title_field = config["item_title_field"]
+    if title_field and dataset.item_feat is not None and title_field in dataset.item_feat:
+        return build_item_texts(dataset, title_field, config["item_text_fields"] or ())
+    return [""] * dataset.item_num
+
+
 def recommend(checkpoint, user, topk=10):
     config, dataset, _, model = load_run(checkpoint, show_progress=False, use_gpu=False)  # one user: CPU tensors
+    if not hasattr(model, "ITEM_SEQ"):
+        raise NotSequentialError(f"{config['model']} is not a sequential model: recommend builds its input from the "
+                                 f"user's history, which only sequential models read")
 
     history = user_history(dataset, user, model.max_seq_length)
     item_seq = torch.zeros(1, model.max_seq_length, dtype=torch.long)
@@ -52,9 +72,7 @@ def recommend(checkpoint, user, topk=10):
         completion = trainer.reasoning_store().get(model.prompts.build(window)) or ""
         parsed = parse_output(THINK_OPEN + completion)
         out.update(reasoning=parsed.reasoning, answer=parsed.answer, format_ok=parsed.format_ok)
-        titles = model.item_texts
-    else:
-        titles = [""] * dataset.item_num
+    titles = item_titles(config, dataset, model)
     with torch.no_grad():
         scores = model.full_sort_predict(Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: item_seq_len}))[0]
     scores[0] = -np.inf
@@ -89,7 +107,7 @@ def main(argv=None):
     sys.argv = sys.argv[:1]  # RecBole's Config would read our flags as config keys
     try:
         out = recommend(args.checkpoint, args.user, args.topk)
-    except (UnknownUserError, CorruptCheckpointError, FileNotFoundError) as err:
+    except (UnknownUserError, NotSequentialError, CorruptCheckpointError, FileNotFoundError) as err:
         sys.exit(f"error: {err}")
     print(json.dumps(out, ensure_ascii=False, indent=2) if args.json else "", end="")
     if not args.json:

@@ -17,3 +17,12 @@ def test_a_recbole_baseline_trains_tests_and_recommends_from_its_checkpoint(mode
     assert out["model"] == model and [r["rank"] for r in out["recommendations"]] == [1, 2, 3]
     seen = {h["item"] for h in out["history"]}
     assert not seen & {r["item"] for r in out["recommendations"]}
+    # regression: a baseline's items had blank titles although its dataset config names the title field
+    assert all(entry["title"] for entry in out["history"] + out["recommendations"])
+    assert "reasoning" not in out
+
+
+def test_recommend_refuses_a_model_that_reads_no_history(mini_movielens, tmp_path):
+    result = run_recbole_rporec("Pop", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
+    with pytest.raises(SystemExit, match="Pop is not a sequential model"):
+        recommend_main(["--checkpoint", result["checkpoint"], "--user", "7"])
