@@ -68,6 +68,15 @@ def test_group_labels_cover_every_count_once():
 
 
 @pytest.mark.parametrize("edges", ["5,5", "10,5", "0,5", "5,x"])
-def test_edges_must_be_increasing_positive_counts(edges, tmp_path):
+def test_edges_must_be_increasing_positive_counts(edges, tmp_path, capsys):
     with pytest.raises(SystemExit):
         gain_by_item_count.main([str(tmp_path), "--pair=R:A", f"--edges={edges}"])
+    assert "--edges must be increasing positive counts" in capsys.readouterr().err
+
+
+def test_valid_edges_pass_the_check(tmp_path, capsys):
+    """The control of the test above: the same empty folder stops later, at its missing rows."""
+    with pytest.raises(SystemExit):
+        gain_by_item_count.main([str(tmp_path), "--pair=R:A", "--edges=5,10"])
+    err = capsys.readouterr().err
+    assert "no rows in" in err and "--edges must be" not in err

@@ -63,16 +63,18 @@ def test_grpo_raises_a_learnable_reward(tiny_llm, tokenizer):
 
 
 def test_a_step_with_a_non_finite_reward_changes_nothing(tiny_llm, tokenizer):
-    settings = GRPOSettings(prompts_per_step=1, num_generations=2, max_completion_length=3, lora_r=4, seed=0)
+    settings = GRPOSettings(prompts_per_step=2, num_generations=2, max_completion_length=3, lora_r=4, seed=0)
     grpo = GRPOTrainer(tiny_llm, tokenizer, settings, Accelerator(cpu=True))
     before = {n: p.detach().clone() for n, p in grpo.pair.policy.named_parameters() if p.requires_grad}
 
     def broken(completions):
-        rewards = torch.tensor([math.nan, 1.0])
+        # the second group alone has a signal (its advantages are not 0), so a step that ran would move the weights
+        rewards = torch.tensor([math.nan, 1.0, 0.0, 1.0])
         return rewards, {"format": rewards}
 
-    metrics = grpo.train_step(chat_prompts(tokenizer, ["cats"]), [0], broken)
+    metrics = grpo.train_step(chat_prompts(tokenizer, ["cats", "rain"]), [0, 1], broken)
     assert metrics["skipped"] and grpo.nonfinite_in_a_row == 1
+    assert not grpo.optimizer.state  # not even Adam's moments were started
     for name, param in grpo.pair.policy.named_parameters():
         if param.requires_grad:
             assert torch.equal(param, before[name]), name
@@ -108,14 +110,18 @@ def test_training_options_take_a_finite_step_that_moves_the_weights(tiny_llm, to
             assert all(torch.equal(p, initial[n]) for n, p in reference.named_parameters())
 
 
-def test_completion_logps_match_a_plain_forward(tiny_llm, tokenizer):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_completion_logps_match_a_plain_forward(tiny_llm, tokenizer, temperature):
     prompts, completions = [[5, 6, 7], [8, 9]], [[10, 11], [12, 13, 14]]
     inputs = collate(prompts, completions, tokenizer.pad_token_id)
-    logps = completion_logps(tiny_llm, inputs)
+    logps, entropies = completion_logps(tiny_llm, inputs, temperature, with_entropies=True)
     for row, (prompt, completion) in enumerate(zip(prompts, completions)):
-        logits = tiny_llm(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1].log_softmax(-1)
-        expected = logits.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+        logits = tiny_llm(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1] / temperature
+        log_probs = logits.log_softmax(-1)
+        expected = log_probs.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
         torch.testing.assert_close(logps[row, :len(completion)], expected, rtol=1e-4, atol=1e-5)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        torch.testing.assert_close(entropies[row, :len(completion)], entropy, rtol=1e-4, atol=1e-5)
     assert inputs.completion_mask.tolist() == [[1, 1, 0], [1, 1, 1]]
 
 

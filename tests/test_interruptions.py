@@ -16,8 +16,12 @@ from rporec_recbole import run_recbole_rporec
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _store_files(reasoning_dir):
+    return glob.glob(os.path.join(reasoning_dir, "ml-mini", "*", "reasoning.jsonl"))
+
+
 def _store_lines(reasoning_dir):
-    files = glob.glob(os.path.join(reasoning_dir, "ml-mini", "*", "reasoning.jsonl"))
+    files = _store_files(reasoning_dir)
     if not files:
         return []
     with open(files[0]) as handle:
@@ -61,16 +65,22 @@ def test_kill_during_reasoning_generation_then_rerun_resumes(mini_movielens, tmp
     _kill_when(config_file, tmp_path, lambda: len(_store_lines(reasoning_dir)) >= 3)
     before = _store_lines(reasoning_dir)
     assert 3 <= len(before) < 40, "the kill must land while the 40 training prompts are being generated"
+    # generation is seeded by (seed, policy, prompts), so a rerun that regenerated everything would write the same
+    # lines: mark the finished entries, and only a rerun that keeps them leaves the marks in place
+    complete_before = [json.loads(line) for line in before if line.endswith("}")]
+    marked = [json.dumps({"key": entry["key"], "text": f"kept {n}"}) for n, entry in enumerate(complete_before)]
+    with open(_store_files(reasoning_dir)[0], "w") as handle:
+        handle.write("".join(line + "\n" for line in marked + before[len(complete_before):]))
 
     subprocess.run(_runner(config_file), cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
+    assert len(_store_files(reasoning_dir)) == 1  # the same store, not a new one beside it
     after = _store_lines(reasoning_dir)
     keys = [json.loads(line)["key"] for line in after]
     assert len(keys) == len(set(keys))  # exactly one entry per prompt
     assert len(after) > 40  # train, valid and test prompts all done
     # what was there before the kill was kept, not regenerated (a line torn by the kill is the only loss)
-    complete_before = [line for line in before if line.endswith("}")]
-    assert after[:len(complete_before)] == complete_before
+    assert after[:len(marked)] == marked
 
 
 def test_resumed_stage1_matches_an_uninterrupted_run(mini_movielens, tmp_path):
@@ -104,9 +114,9 @@ def test_kill_during_stage1_then_resume_continues_from_the_last_epoch(mini_movie
     killed_at = _read_json(os.path.join(folder, "last", "trainer_state.json"))["epoch"]
     assert 1 <= killed_at < 7, "the kill must land during stage 1"
 
-    config_file.write_text(yaml.safe_dump({**config, "resume": folder}))
-    subprocess.run(_runner(config_file), cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    config_file.write_text(yaml.safe_dump({**config, "resume": folder, "state": "INFO"}))
+    rerun = subprocess.run(_runner(config_file), cwd=tmp_path, check=True, capture_output=True, text=True)
+    assert f"training resumes at epoch {killed_at + 1}" in rerun.stdout + rerun.stderr  # not from epoch 0
     final = _read_json(os.path.join(folder, "last", "trainer_state.json"))
     assert final["epoch"] == 7  # went on to the configured end in the same folder
     assert glob.glob(os.path.join(config["checkpoint_dir"], "RPORec-*")) == [folder]

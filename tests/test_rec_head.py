@@ -37,9 +37,15 @@ def test_add_fusion_keeps_the_prompt_and_starts_without_the_answer():
 @pytest.mark.parametrize("fusion", ["replace", "add"])
 def test_unparsed_outputs_ignore_the_answer(fusion):
     head = RecHead(DIM, 1, 2, dropout=0.0, answer_fusion=fusion).eval()
+    if fusion == "add":  # a trained W: at its zero init "add" ignores every answer, parsed or not
+        with torch.no_grad():
+            head.answer_weight.weight.copy_(torch.eye(DIM))
+            head.answer_weight.bias.fill_(0.5)
     prompt, reasoning, answer = _inputs()
     flags = torch.zeros(4, dtype=torch.long)
     assert torch.allclose(head(prompt, reasoning, answer, flags), head(prompt, reasoning, -answer, flags))
+    parsed = torch.ones(4, dtype=torch.long)  # control: the same answers count once parsed
+    assert not torch.allclose(head(prompt, reasoning, answer, parsed), head(prompt, reasoning, -answer, parsed))
 
 
 def test_add_fusion_learns_from_the_answer():
