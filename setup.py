@@ -26,5 +26,5 @@ setup(
         "tensorboard>=2.10",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "setuptools"]},  # setuptools: tests/test_packaging.py builds the package
 )

@@ -9,14 +9,15 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from rporec_recbole.compat import numpy_aliases
-from rporec_recbole.registry import get_model
+from rporec_recbole.registry import get_model, plugin_model_names
 
 
 def find_properties_dir(package_dir):
     """The plugin's default yamls: the copy a wheel installs inside the package (setup.py maps ``properties/``
     there), else ``properties/`` beside the package in a source checkout or an editable install."""
     installed = os.path.join(package_dir, "properties")
-    return installed if os.path.isdir(installed) else os.path.join(os.path.dirname(package_dir), "properties")
+    holds_defaults = os.path.isfile(os.path.join(installed, "RPORec.yaml"))
+    return installed if holds_defaults else os.path.join(os.path.dirname(package_dir), "properties")
 
 
 PROPERTIES_DIR = find_properties_dir(os.path.dirname(os.path.abspath(__file__)))
@@ -24,7 +25,12 @@ PROPERTIES_DIR = find_properties_dir(os.path.dirname(os.path.abspath(__file__)))
 
 def plugin_yamls(model, dataset):
     """The plugin's own yamls for ``model`` on ``dataset`` that exist, in the order they are read."""
-    paths = (os.path.join(PROPERTIES_DIR, f"{model}.yaml"), os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"))
+    model_yaml = os.path.join(PROPERTIES_DIR, f"{model}.yaml")
+    if model in plugin_model_names() and not os.path.isfile(model_yaml):
+        # without it the model would run on RecBole's defaults alone, silently
+        raise FileNotFoundError(f"{model_yaml} is missing: the plugin was installed without its properties/ "
+                                f"folder (install it with install.sh, or pip install from the repository root)")
+    paths = (model_yaml, os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"))
     return [path for path in paths if os.path.isfile(path)]
 
 

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import torch
 from recbole.data.interaction import Interaction
+from recbole.utils import ModelType
 
 from rporec_recbole.checkpoint import CorruptCheckpointError
 from rporec_recbole.item_text import build_item_texts
@@ -30,12 +31,15 @@ class NotSequentialError(ValueError):
     """The checkpoint's model does not read a history (a general recommender such as BPR or Pop)."""
 
 
-def user_history(dataset, user_token, max_length):
-    """Internal item ids of the user's interactions in time order (the last ``max_length``)."""
+def internal_user_id(dataset, user_token):
     try:
-        uid = dataset.token2id(dataset.uid_field, str(user_token))
+        return dataset.token2id(dataset.uid_field, str(user_token))
     except ValueError:
         raise UnknownUserError(f"user {user_token!r} is not in dataset {dataset.dataset_name!r}") from None
+
+
+def user_history(dataset, uid, max_length):
+    """Internal item ids of user ``uid``'s interactions in time order (the last ``max_length``)."""
     feat = dataset.inter_feat
     rows = (feat[dataset.uid_field] == uid).nonzero().flatten().numpy()
     times = feat[dataset.time_field][rows].numpy() if dataset.time_field else np.arange(len(rows))
@@ -50,17 +54,19 @@ def item_titles(config, dataset, model):
         return model.item_texts
     title_field = config["item_title_field"]
     if title_field and dataset.item_feat is not None and title_field in dataset.item_feat:
-        return build_item_texts(dataset, title_field, config["item_text_fields"] or ())
+        length = {"max_chars": config["max_item_text_chars"]} if config["max_item_text_chars"] else {}
+        return build_item_texts(dataset, title_field, config["item_text_fields"] or (), **length)
     return [""] * dataset.item_num
 
 
 def recommend(checkpoint, user, topk=10):
     config, dataset, _, model = load_run(checkpoint, show_progress=False, use_gpu=False)  # one user: CPU tensors
-    if not hasattr(model, "ITEM_SEQ"):
+    if config["MODEL_TYPE"] != ModelType.SEQUENTIAL:
         raise NotSequentialError(f"{config['model']} is not a sequential model: recommend builds its input from the "
-                                 f"user's history, which only sequential models read")
+                                 "user's history, which only sequential models read")
 
-    history = user_history(dataset, user, model.max_seq_length)
+    uid = internal_user_id(dataset, user)
+    history = user_history(dataset, uid, model.max_seq_length)
     item_seq = torch.zeros(1, model.max_seq_length, dtype=torch.long)
     item_seq[0, : len(history)] = torch.tensor(history)
     item_seq_len = torch.tensor([len(history)])
@@ -74,7 +80,9 @@ def recommend(checkpoint, user, topk=10):
         out.update(reasoning=parsed.reasoning, answer=parsed.answer, format_ok=parsed.format_ok)
     titles = item_titles(config, dataset, model)
     with torch.no_grad():
-        scores = model.full_sort_predict(Interaction({model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: item_seq_len}))[0]
+        # the user id too: Caser, FPMC, HGN and other sequential models score with a user embedding
+        inputs = {model.USER_ID: torch.tensor([uid]), model.ITEM_SEQ: item_seq, model.ITEM_SEQ_LEN: item_seq_len}
+        scores = model.full_sort_predict(Interaction(inputs))[0]
     scores[0] = -np.inf
     scores[torch.tensor(history)] = -np.inf  # already seen
     top = torch.topk(scores, topk)

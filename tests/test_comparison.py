@@ -349,7 +349,7 @@ def test_rows_of_one_name_must_have_run_with_the_same_settings(tmp_path, monkeyp
 def test_every_committed_row_reproduces_with_its_command(monkeypatch):
     """The record's rows must run again with the command they show; after a default changes, the rows that ran
     with the old one are renamed for it (``benchmarks/write_table.py`` says how)."""
-    repository = os.path.dirname(config.PROPERTIES_DIR)
+    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     monkeypatch.chdir(repository)  # the Beauty rows' config file is relative to the repository root
     rows = [json.loads(path.read_text()) for path in Path(repository).glob("benchmarks/compare-*/rows/*.json")]
     assert len(rows) > 50

@@ -67,10 +67,13 @@ def test_kill_during_reasoning_generation_then_rerun_resumes(mini_movielens, tmp
     assert 3 <= len(before) < 40, "the kill must land while the 40 training prompts are being generated"
     # generation is seeded by (seed, policy, prompts), so a rerun that regenerated everything would write the same
     # lines: mark the finished entries, and only a rerun that keeps them leaves the marks in place
-    complete_before = [json.loads(line) for line in before if line.endswith("}")]
-    marked = [json.dumps({"key": entry["key"], "text": f"kept {n}"}) for n, entry in enumerate(complete_before)]
-    with open(_store_files(reasoning_dir)[0], "w") as handle:
-        handle.write("".join(line + "\n" for line in marked + before[len(complete_before):]))
+    store_file = _store_files(reasoning_dir)[0]
+    with open(store_file) as handle:
+        finished, _, torn = handle.read().rpartition("\n")  # a line the kill tore has no newline yet
+    marked = [json.dumps({"key": json.loads(line)["key"], "text": f"kept {n}"})
+              for n, line in enumerate(finished.splitlines())]
+    with open(store_file, "w") as handle:
+        handle.write("".join(line + "\n" for line in marked) + torn)
 
     subprocess.run(_runner(config_file), cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)

@@ -5,7 +5,10 @@ import shutil
 import subprocess
 import sys
 
-from rporec_recbole.config import find_properties_dir
+import pytest
+
+from rporec_recbole import config
+from rporec_recbole.config import find_properties_dir, plugin_yamls
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,7 +18,16 @@ def test_properties_are_looked_up_inside_the_package_first_then_beside_it(tmp_pa
     package.mkdir()
     assert find_properties_dir(str(package)) == str(tmp_path / "properties")  # a source checkout
     (package / "properties").mkdir()
+    assert find_properties_dir(str(package)) == str(tmp_path / "properties")  # a stray empty folder is not a copy
+    (package / "properties" / "RPORec.yaml").write_text("epochs: 1\n")
     assert find_properties_dir(str(package)) == str(package / "properties")  # a wheel's copy
+
+
+def test_a_plugin_model_without_its_yaml_is_an_error_not_recbole_defaults(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "PROPERTIES_DIR", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="installed without its properties/ folder"):
+        plugin_yamls("RPORec", "ml-100k")
+    assert plugin_yamls("SASRec", "ml-100k") == []  # RecBole's models have no plugin yaml of their own
 
 
 def test_a_built_package_carries_the_default_yamls_and_reads_them(tmp_path):
