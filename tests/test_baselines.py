@@ -8,7 +8,7 @@ from rporec_recbole.quick_start import run_recbole_rporec
 from rporec_recbole.recommend import main as recommend_main
 
 
-@pytest.mark.parametrize("model", ["GRU4Rec", "BERT4Rec", "Caser"])  # Caser: a sequential model with user embeddings
+@pytest.mark.parametrize("model", ["GRU4Rec", "BERT4Rec", "FPMC"])  # FPMC: a sequential model with user embeddings
 def test_a_recbole_baseline_trains_tests_and_recommends_from_its_checkpoint(model, mini_movielens, tmp_path, capsys):
     result = run_recbole_rporec(model, "ml-mini", config_dict=mini_config(mini_movielens, tmp_path, epochs=2))
     assert 0 <= result["test_result"]["ndcg@10"] <= 1
