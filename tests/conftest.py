@@ -8,9 +8,11 @@ import torch
 
 from rporec_recbole.llm import TINY_RANDOM_LLM, load_llm, load_tokenizer
 
+REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUNNER = os.path.join(REPOSITORY, "run_recbole_rporec.py")
 # The benchmark scripts are top-level modules (they import each other by name, as when run as scripts): the tests
 # import them the same way.
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+BENCHMARKS = os.path.join(REPOSITORY, "benchmarks")
 sys.path.append(BENCHMARKS)
 
 

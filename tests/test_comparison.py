@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import mini_config
+from conftest import BENCHMARKS, REPOSITORY, mini_config
 import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import comparison, config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
@@ -90,8 +90,7 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
 def _per_user_from_checkpoint_rebuilds_or_refuses(per_user_file, row):
     """benchmarks/per_user_from_checkpoint.py (for rows run before per-user results were kept) writes the same
     per-user results from the row's checkpoint, and nothing when the checkpoint's metrics are not the row's."""
-    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                          "per_user_from_checkpoint.py")
+    script = os.path.join(BENCHMARKS, "per_user_from_checkpoint.py")
     row_file = str(per_user_file).replace(".users.npz", ".json")
     # named as a row run with --suffix (regression: the model was looked up from the name, and such rows refused)
     original, row = row, {**row, "model": row["model"] + "-suffixed"}
@@ -349,12 +348,11 @@ def test_rows_of_one_name_must_have_run_with_the_same_settings(tmp_path, monkeyp
 def test_every_committed_row_reproduces_with_its_command(monkeypatch):
     """The record's rows must run again with the command they show; after a default changes, the rows that ran
     with the old one are renamed for it (``benchmarks/write_table.py`` says how)."""
-    repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    monkeypatch.chdir(repository)  # the Beauty rows' config file is relative to the repository root
-    rows = [json.loads(path.read_text()) for path in Path(repository).glob("benchmarks/compare-*/rows/*.json")]
+    monkeypatch.chdir(REPOSITORY)  # the Beauty rows' config file is relative to the repository root
+    rows = [json.loads(path.read_text()) for path in Path(REPOSITORY).glob("benchmarks/compare-*/rows/*.json")]
     assert len(rows) > 50
     assert [f"{row['dataset']} {row['model']} {row['seed']}" for row in rows if not reproduces(row)] == []
-    for folder in Path(repository).glob("benchmarks/compare-*"):
+    for folder in Path(REPOSITORY).glob("benchmarks/compare-*"):
         check_folder_rows(folder_rows(str(folder)))  # and a name's seeds ran with one set of settings
 
 

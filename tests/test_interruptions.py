@@ -10,11 +10,8 @@ import time
 import torch
 import yaml
 
-from conftest import mini_config
+from conftest import RUNNER, mini_config
 from rporec_recbole import run_recbole_rporec
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 def _store_files(reasoning_dir):
     return glob.glob(os.path.join(reasoning_dir, "ml-mini", "*", "reasoning.jsonl"))
@@ -29,7 +26,7 @@ def _store_lines(reasoning_dir):
 
 
 def _runner(config_file):
-    return [sys.executable, os.path.join(REPO, "run_recbole_rporec.py"), "--model=RPORec", "--dataset=ml-mini",
+    return [sys.executable, RUNNER, "--model=RPORec", "--dataset=ml-mini",
             f"--config_files={config_file}"]
 
 

@@ -9,7 +9,7 @@ import torch
 from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.trainer import Trainer
 
-from conftest import mini_config
+from conftest import RUNNER, mini_config
 from rporec_recbole import Config, RPORec, RPORecTrainer, get_model, get_trainer, run_recbole_rporec
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint, load_config_dict
 from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
@@ -120,8 +120,7 @@ def test_runner_prints_one_clear_line_for_missing_dataset(tmp_path):
     import subprocess
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, os.path.join(root, "run_recbole_rporec.py"), "--model=SASRec",
+    proc = subprocess.run([sys.executable, RUNNER, "--model=SASRec",
                            "--dataset=nonsense", f"--data_path={tmp_path}", "--state=WARNING"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 1
@@ -223,8 +222,7 @@ def test_malformed_atomic_file_is_one_clear_error(tmp_path, header, row, message
     folder = tmp_path / "ml-bad"
     folder.mkdir()
     (folder / "ml-bad.inter").write_text(f"{header}\n1\t1\t1\n{row}\n")
-    runner = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_recbole_rporec.py")
-    done = subprocess.run([sys.executable, runner, "--model=SASRec", "--dataset=ml-bad", f"--data_path={tmp_path}"],
+    done = subprocess.run([sys.executable, RUNNER, "--model=SASRec", "--dataset=ml-bad", f"--data_path={tmp_path}"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode != 0 and "Traceback" not in done.stderr
     last_line = done.stderr.strip().splitlines()[-1]

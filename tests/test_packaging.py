@@ -7,10 +7,9 @@ import sys
 
 import pytest
 
+from conftest import REPOSITORY
 from rporec_recbole import config
 from rporec_recbole.config import find_properties_dir, plugin_yamls
-
-REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_properties_are_looked_up_inside_the_package_first_then_beside_it(tmp_path):

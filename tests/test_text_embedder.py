@@ -1,4 +1,3 @@
-import os
 import subprocess
 import sys
 
@@ -7,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from conftest import mini_config
+from conftest import RUNNER, mini_config
 from rporec_recbole import Config
 from rporec_recbole.checkpoint import load_config_dict
 from rporec_recbole.model import RPORec
@@ -101,8 +100,7 @@ def test_rporec_trains_and_evaluates_with_a_sentence_encoder(mini_movielens, tmp
 
 
 def test_runner_prints_one_clear_line_for_a_missing_text_embedder(tmp_path):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    proc = subprocess.run([sys.executable, os.path.join(root, "run_recbole_rporec.py"), "--model=RPORec",
+    proc = subprocess.run([sys.executable, RUNNER, "--model=RPORec",
                            "--dataset=ml-100k", "--llm_path=tiny-random", f"--text_embedder={tmp_path / 'absent'}",
                            "--state=WARNING"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 1, proc.stderr

@@ -1,5 +1,6 @@
 import pytest
 
+from conftest import RUNNER
 from rporec_recbole import Config
 from rporec_recbole.validation import ConfigValueError, validate_config
 
@@ -33,8 +34,7 @@ def test_missing_llm_path_is_one_clear_error(tmp_path):
     import subprocess
     import sys
 
-    runner = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "run_recbole_rporec.py")
-    done = subprocess.run([sys.executable, runner, "--model=RPORec", "--dataset=ml-100k",
+    done = subprocess.run([sys.executable, RUNNER, "--model=RPORec", "--dataset=ml-100k",
                            f"--llm_path={tmp_path / 'no-such-model'}", "--state=ERROR"],
                           capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     last_line = done.stderr.strip().splitlines()[-1]
