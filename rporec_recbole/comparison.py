@@ -45,7 +45,8 @@ VARIANTS = {
 # of its default puts the new value in the key, and the rows it applies to become stale (see check_folder_rows).
 # Add each new setting here.
 SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "text_embedder": "llm",
-                        "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False}
+                        "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False,
+                        "contrastive_weight": 0.0, "contrastive_temperature": 1.0}
 # Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
 SETTINGS_WITHOUT_EFFECT_ON_RESULTS = {"rl_trim_heap_mb"}
 PAIRS_FILE = "pairs.txt"

@@ -4,7 +4,9 @@ Scores are ``u_sem . E_text[i] + u_col . E_id[i]``: the semantic branch is the p
 table of item-text embeddings; the collaborative branch (beyond the paper) is a SASRec-style encoder of the same
 history over learned item-ID embeddings. Each branch, and the use of reasoning, is switched by one config key.
 With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
-the encoder's input and in scoring alike, so items with few interactions borrow from their text.
+the encoder's input and in scoring alike, so items with few interactions borrow from their text. With
+``contrastive_weight`` the collaborative user vectors of samples sharing a target are pulled together (DuoRec's
+objective, ``rporec_recbole/contrastive.py``).
 """
 import logging
 
@@ -16,6 +18,7 @@ from recbole.utils import InputType
 from torch import nn
 
 from rporec_recbole.answer_constraint import ItemAnswerTrie
+from rporec_recbole.contrastive import SameTargetSampler, same_target_info_nce
 from rporec_recbole.item_text import build_item_texts
 from rporec_recbole.llm import Backbone
 from rporec_recbole.parsing import THINK_OPEN, parse_output
@@ -109,6 +112,10 @@ class RPORec(SequentialRecommender):
         self.collaborative_item_text = config["collaborative_item_text"] and self.use_collaborative
         if not (self.use_semantic or self.use_collaborative):
             raise ValueError("RPORec needs at least one branch: set use_semantic or use_collaborative to True")
+        self.contrastive_weight = config["contrastive_weight"]
+        self.contrastive_temperature = config["contrastive_temperature"]
+        if self.contrastive_weight and not self.use_collaborative:
+            raise ValueError("contrastive_weight regularises the collaborative branch: set use_collaborative=True")
         self.num_negatives = config["train_neg_sample_args"].get("sample_num")
 
         self.backbone = Backbone(config["llm_path"], config["llm_dtype"], config["trust_remote_code"], config["seed"])
@@ -147,6 +154,11 @@ class RPORec(SequentialRecommender):
             nn.init.normal_(self.position_embedding.weight, std=0.02)
         if self.collaborative_item_text:
             self.item_text_projection = nn.Sequential(nn.LayerNorm(embedder.dim), nn.Linear(embedder.dim, hidden))
+        if self.contrastive_weight:
+            # `dataset` is the training split: partners come from training samples only
+            feat = dataset.inter_feat
+            self.same_target = SameTargetSampler(feat[self.ITEM_SEQ], feat[self.ITEM_SEQ_LEN], feat[self.ITEM_ID],
+                                                 self.n_items)
         use_mask_dropout(self)
 
     # ----- prompts and reasoning -------------------------------------------------------------------------
@@ -233,18 +245,27 @@ class RPORec(SequentialRecommender):
         return score
 
     # ----- RecBole interface -----------------------------------------------------------------------------
+    def contrastive_loss(self, u_col, targets):
+        """The weighted same-target InfoNCE term (``rporec_recbole/contrastive.py``); 0 when switched off."""
+        if not self.contrastive_weight:
+            return 0
+        partners = self.collaborative_user(*self.same_target.sample(targets))
+        return self.contrastive_weight * same_target_info_nce(u_col, partners, targets, self.contrastive_temperature)
+
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         pos_items = interaction[self.POS_ITEM_ID]
         if self.loss_type == "CE":
-            logits = self.score(self(item_seq, item_seq_len))
-            return F.cross_entropy(logits, pos_items)
+            users = self(item_seq, item_seq_len)
+            return F.cross_entropy(self.score(users), pos_items) + self.contrastive_loss(users[1], pos_items)
         # RecBole's pair-wise sampler tiles the batch once per negative: rows i, i+B, i+2B ... are one sample.
         batch = len(pos_items) // self.num_negatives
         negatives = interaction[self.NEG_ITEM_ID].view(self.num_negatives, batch).T
         candidates = torch.cat([pos_items[:batch].unsqueeze(1), negatives], dim=1)
-        logits = self.score(self(item_seq[:batch], item_seq_len[:batch]), candidates)
-        return F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device=logits.device))
+        users = self(item_seq[:batch], item_seq_len[:batch])
+        logits = self.score(users, candidates)
+        loss = F.cross_entropy(logits, torch.zeros(batch, dtype=torch.long, device=logits.device))
+        return loss + self.contrastive_loss(users[1], pos_items[:batch])
 
     def predict(self, interaction):
         users = self(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
