@@ -5,8 +5,8 @@ table of item-text embeddings; the collaborative branch (beyond the paper) is a 
 history over learned item-ID embeddings. Each branch, and the use of reasoning, is switched by one config key.
 With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
 the encoder's input and in scoring alike, so items with few interactions borrow from their text. With
-``contrastive_weight`` the collaborative user vectors of samples sharing a target are pulled together (DuoRec's
-objective, ``rporec_recbole/contrastive.py``).
+``contrastive_weight`` the collaborative user vectors of samples sharing a target are pulled together (after DuoRec,
+``rporec_recbole/contrastive.py``).
 """
 import logging
 

@@ -44,18 +44,6 @@ def test_rows_sharing_a_target_are_not_negatives():
     assert not torch.allclose(shared, distinct)
 
 
-def test_info_nce_pulls_partners_together():
-    torch.manual_seed(1)
-    anchors = torch.randn(8, 16, requires_grad=True)
-    partners = torch.randn(8, 16)
-    loss = same_target_info_nce(anchors, partners, torch.arange(8), temperature=1.0)
-    assert loss > 0
-    (gradient,) = torch.autograd.grad(loss, anchors)
-    stepped = anchors - 0.1 * gradient
-    assert (F.cosine_similarity(stepped, partners) > F.cosine_similarity(anchors, partners)).float().mean() >= 0.75
-    assert same_target_info_nce(stepped, partners, torch.arange(8), 1.0) < loss
-
-
 def test_a_batch_of_one_target_has_no_negatives_and_no_loss():
     anchors, partners = torch.randn(4, 3), torch.randn(4, 3)
     assert same_target_info_nce(anchors, partners, torch.full((4,), 5), 1.0).item() == 0
@@ -91,15 +79,21 @@ def _model_and_batch(mini_movielens, tmp_path, **overrides):
 
     settings = {"loss_type": "CE", "use_semantic": False, "train_batch_size": 64, **overrides}
     config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **settings))
-    _, (train_data, _, _) = load_data(config)
-    return RPORec(config, train_data._dataset), next(iter(train_data)), train_data
+    _, splits = load_data(config)
+    return RPORec(config, splits[0]._dataset), next(iter(splits[0])), splits
 
 
 def test_stage1_loss_adds_the_weighted_term_from_training_partners(mini_movielens, tmp_path):
-    model, batch, train_data = _model_and_batch(mini_movielens, tmp_path, contrastive_weight=0.5,
-                                                contrastive_temperature=0.7)
-    # partners are training samples (the model is built on the training split), never valid or test ones
-    assert len(model.same_target.item_seq) == len(train_data._dataset.inter_feat)
+    model, batch, splits = _model_and_batch(mini_movielens, tmp_path, contrastive_weight=0.5,
+                                            contrastive_temperature=0.7)
+    train_data = splits[0]
+    # partners are training samples (the model is built on the training split), never valid or test ones: each
+    # item's group holds as many rows as it is a training target, fewer than it is a target in all splits together
+    train_targets = train_data._dataset.inter_feat[model.ITEM_ID]
+    assert (model.same_target.group_size == torch.bincount(train_targets, minlength=model.n_items)).all()
+    all_targets = torch.cat([split._dataset.inter_feat[model.ITEM_ID] for split in splits])
+    assert model.same_target.group_size.sum() < len(all_targets)
+    assert (model.same_target.group_size <= torch.bincount(all_targets, minlength=model.n_items)).all()
     model.eval()  # no dropout: the partner vectors can be recomputed exactly
     seq, seq_len, targets = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN], batch[model.POS_ITEM_ID]
     torch.manual_seed(3)
@@ -118,10 +112,27 @@ def test_contrastive_term_is_off_by_default_and_trains_when_on(mini_movielens, t
     assert model.contrastive_weight == 0 and not hasattr(model, "same_target")
     model, batch, _ = _model_and_batch(mini_movielens, tmp_path, contrastive_weight=0.1)
     model.train()
-    loss = model.calculate_loss(batch)
-    assert math.isfinite(loss.item())
-    loss.backward()
+    assert math.isfinite(model.calculate_loss(batch).item())
+    u_col = model(batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN])[1]
+    model.contrastive_loss(u_col, batch[model.POS_ITEM_ID]).backward()  # the term alone reaches the encoder
     assert model.sequence_encoder.layer[0].multi_head_attention.query.weight.grad.abs().sum() > 0
+
+
+def test_sampled_softmax_loss_adds_the_term_for_each_sample_once(mini_movielens, tmp_path):
+    """With the paper's loss RecBole tiles each batch once per negative: the term pairs the B distinct samples."""
+    model, batch, _ = _model_and_batch(mini_movielens, tmp_path, loss_type="sampled_softmax",
+                                       train_batch_size=8 * 49, contrastive_weight=0.3)
+    model.eval()
+    torch.manual_seed(5)
+    loss = model.calculate_loss(batch)
+    model.contrastive_weight = 0
+    without = model.calculate_loss(batch)
+    model.contrastive_weight = 0.3
+    torch.manual_seed(5)
+    targets = batch[model.POS_ITEM_ID][:8]
+    term = model.contrastive_loss(model(batch[model.ITEM_SEQ][:8], batch[model.ITEM_SEQ_LEN][:8])[1], targets)
+    assert term > 0
+    assert torch.allclose(loss, without + term, atol=1e-5)
 
 
 def test_contrastive_settings_are_checked(mini_movielens, tmp_path):
