@@ -13,6 +13,7 @@ import yaml
 from conftest import RUNNER, mini_config
 from rporec_recbole import run_recbole_rporec
 
+
 def _store_files(reasoning_dir):
     return glob.glob(os.path.join(reasoning_dir, "ml-mini", "*", "reasoning.jsonl"))
 
