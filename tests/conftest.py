@@ -60,3 +60,13 @@ def mini_config(data_path, tmp_path, **overrides):
     }
     config.update(overrides)
     return config
+
+
+def mini_model(data_path, tmp_path, **overrides):
+    """``(config, model, splits)``: RPORec built on ml-mini's training split, as the runner builds it."""
+    from rporec_recbole import Config, RPORec
+    from rporec_recbole.quick_start import load_data
+
+    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(data_path, tmp_path, **overrides))
+    _, splits = load_data(config)
+    return config, RPORec(config, splits[0]._dataset), splits

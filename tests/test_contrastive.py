@@ -5,8 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import mini_config
-from rporec_recbole import Config, RPORec
+from conftest import mini_model
 from rporec_recbole.contrastive import SameTargetSampler, same_target_info_nce
 from rporec_recbole.validation import ConfigValueError
 
@@ -75,12 +74,9 @@ def test_sampler_tables_move_with_the_model_and_are_not_saved():
 
 
 def _model_and_batch(mini_movielens, tmp_path, **overrides):
-    from rporec_recbole.quick_start import load_data
-
     settings = {"loss_type": "CE", "use_semantic": False, "train_batch_size": 64, **overrides}
-    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **settings))
-    _, splits = load_data(config)
-    return RPORec(config, splits[0]._dataset), next(iter(splits[0])), splits
+    _, model, splits = mini_model(mini_movielens, tmp_path, **settings)
+    return model, next(iter(splits[0])), splits
 
 
 def test_stage1_loss_adds_the_weighted_term_from_training_partners(mini_movielens, tmp_path):

@@ -2,18 +2,14 @@
 import numpy as np
 import pytest
 
-from conftest import mini_config
-from rporec_recbole import Config, RPORec
-from rporec_recbole.quick_start import load_data
+from conftest import mini_model
 from rporec_recbole.trainer import last_k_per_user
 
 
 @pytest.fixture(scope="module")
 def model_and_data(mini_movielens, tmp_path_factory):
-    config = Config(model="RPORec", dataset="ml-mini",
-                    config_dict=mini_config(mini_movielens, tmp_path_factory.mktemp("run")))
-    _, splits = load_data(config)
-    return RPORec(config, splits[0]._dataset), splits
+    _, model, splits = mini_model(mini_movielens, tmp_path_factory.mktemp("run"))
+    return model, splits
 
 
 def test_prompts_never_show_the_target_or_anything_later(model_and_data):

@@ -9,7 +9,7 @@ import torch
 from recbole.model.sequential_recommender.sasrec import SASRec
 from recbole.trainer import Trainer
 
-from conftest import RUNNER, mini_config
+from conftest import RUNNER, mini_config, mini_model
 from rporec_recbole import Config, RPORec, RPORecTrainer, get_model, get_trainer, run_recbole_rporec
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint, load_config_dict
 from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
@@ -57,11 +57,8 @@ def test_run_reports_phases_and_where_its_outputs_are(rporec_run, caplog):
 
 
 def test_stage1_optimizer_is_fused_adam(mini_movielens, tmp_path):
-    from rporec_recbole.quick_start import load_data
-
-    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
-    _, (train_data, _, _) = load_data(config)
-    trainer = RPORecTrainer(config, RPORec(config, train_data._dataset))
+    config, model, _ = mini_model(mini_movielens, tmp_path)
+    trainer = RPORecTrainer(config, model)
     assert type(trainer.optimizer) is torch.optim.Adam and trainer.optimizer.defaults["fused"] is True
 
 
@@ -244,11 +241,8 @@ def test_mask_dropout_drops_at_rate_p_keeps_the_mean_and_is_off_in_eval():
 
 def test_model_has_no_bernoulli_dropout_left_and_candidate_scores_equal_full_scores(mini_movielens, tmp_path):
     from rporec_recbole.model import MaskDropout
-    from rporec_recbole.quick_start import load_data
 
-    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path))
-    _, (train_data, _, _) = load_data(config)
-    model = RPORec(config, train_data._dataset)
+    _, model, _ = mini_model(mini_movielens, tmp_path)
     dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     assert dropouts and all(type(m) is MaskDropout for m in dropouts)
     model.eval()
@@ -264,13 +258,10 @@ def test_model_has_no_bernoulli_dropout_left_and_candidate_scores_equal_full_sco
 def test_sampled_softmax_stage1_is_cross_entropy_over_the_target_and_its_negatives(mini_movielens, tmp_path):
     """``loss_type: sampled_softmax`` (the paper): RecBole's sampler tiles each batch once per negative, and the loss
     is the cross entropy of the target against its 49 uniform negatives' scores (the target in column 0)."""
-    from rporec_recbole.quick_start import load_data
-
     overrides = {"loss_type": "sampled_softmax", "use_reasoning": False, "train_batch_size": 8 * 49}
-    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    config, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, **overrides)
     assert config["train_neg_sample_args"]["sample_num"] == 49
-    _, (train_data, _, _) = load_data(config)
-    model = RPORec(config, train_data._dataset).eval()
+    model.eval()
     batch = next(iter(train_data))
     assert len(batch) == 8 * 49
     positives, negatives = batch[model.POS_ITEM_ID][:8], batch[model.NEG_ITEM_ID].view(49, 8).T
@@ -284,13 +275,10 @@ def test_sampled_softmax_stage1_is_cross_entropy_over_the_target_and_its_negativ
 def test_cross_entropy_stage1_scores_every_item_without_negative_sampling(mini_movielens, tmp_path):
     """``loss_type: CE`` (as RecBole's SASRec trains): no negatives are sampled and the loss is the cross entropy of
     the target against every item's score; a run goes through the runner end to end."""
-    from rporec_recbole.quick_start import load_data
-
     overrides = {"loss_type": "CE", "use_reasoning": False, "train_batch_size": 64}
-    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    config, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, **overrides)
     assert config["train_neg_sample_args"]["distribution"] == "none"
-    _, (train_data, _, _) = load_data(config)
-    model = RPORec(config, train_data._dataset).eval()
+    model.eval()
     batch = next(iter(train_data))
     assert model.NEG_ITEM_ID not in batch and len(batch) == 64
     scores = model.full_sort_predict(batch)
@@ -303,12 +291,9 @@ def test_cross_entropy_stage1_scores_every_item_without_negative_sampling(mini_m
 def test_text_aware_collaborative_items_use_each_items_text_in_input_and_scoring(mini_movielens, tmp_path):
     """``collaborative_item_text``: an item's collaborative vector is its ID embedding plus its projected text, in
     scoring and in the sequence encoder's input, also without the semantic branch; the projection is trained."""
-    from rporec_recbole.quick_start import load_data
-
     overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True, "train_batch_size": 64}
-    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
-    _, (train_data, _, _) = load_data(config)
-    model = RPORec(config, train_data._dataset).eval()
+    _, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, **overrides)
+    model.eval()
     batch = next(iter(train_data))
     seq, seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
     users = (None, model.collaborative_user(seq, seq_len))

@@ -6,11 +6,9 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, BertModel, BertTokenizerFast
 
-from conftest import RUNNER, mini_config
-from rporec_recbole import Config
+from conftest import RUNNER, mini_config, mini_model
 from rporec_recbole.checkpoint import load_config_dict
-from rporec_recbole.model import RPORec
-from rporec_recbole.quick_start import load_data, run_recbole_rporec
+from rporec_recbole.quick_start import run_recbole_rporec
 from rporec_recbole.text_embedder import (
     EMBEDDED_SENTENCE_ENCODER, SentenceEmbedder, TextEmbedderNotFoundError, TokenMeanEmbedder,
     resolve_sentence_encoder,
@@ -79,10 +77,8 @@ def test_missing_text_embedder_folder_is_one_clear_error(tmp_path):
 
 def test_rporec_with_a_sentence_encoder_pools_the_prompt_from_item_embeddings(mini_movielens, tmp_path,
                                                                               tiny_sentence_encoder):
-    config = Config(model="RPORec", dataset="ml-mini", config_dict=mini_config(
-        mini_movielens, tmp_path, text_embedder=tiny_sentence_encoder))
-    _, (train_data, _, _) = load_data(config)
-    model = RPORec(config, train_data._dataset).eval()
+    _, model, _ = mini_model(mini_movielens, tmp_path, text_embedder=tiny_sentence_encoder)
+    model.eval()
     embedder = model.reasoning.embedder
     assert isinstance(embedder, SentenceEmbedder) and model.item_text_table.shape[1] == 32
     torch.testing.assert_close(model.item_text_table[1:4], embedder.embed(model.item_texts[1:4], 32))
