@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -63,18 +64,49 @@ def _run(script, checkpoint, reasoning_dir, *extra):
     return done.stdout
 
 
+def _signal_table(out):
+    rows = ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| "))
+    return {cells[0]: cells[1:] for cells in rows if cells[0] != "query"}
+
+
 def test_reasoning_signal_scores_each_query_on_the_rows_that_have_its_text(trained_run):
     out = _run("reasoning_signal.py", *trained_run, "--split=test")
     header = re.search(r"test rows: (\d+), with reasoning text: (\d+), in the think/answer format: (\d+)", out)
     rows, with_text, in_format = map(int, header.groups())
-    table = dict((cells[0], cells[1:]) for cells in
-                 ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| "))
-                 if cells[0] != "query")
+    table = _signal_table(out)
     assert list(table) == ["prompt window", "reasoning", "answer", "prompt + reasoning", "chance (random scores)"]
     assert rows == 40 and int(table["prompt window"][0]) == rows and int(table["reasoning"][0]) <= with_text
     assert int(table["answer"][0]) <= rows and in_format <= with_text
     metrics = [value for _, *values in table.values() for value in values if value != "-"]
     assert len(metrics) >= 6 and all(0 <= float(value) <= 1 for value in metrics)
+
+
+def test_reasoning_signal_ranks_the_target_first_when_each_answer_is_its_text(trained_run, tmp_path):
+    """A known answer: a store whose every answer is the test target's own item text (within the item table's token
+    limit, so its embedding is the target's row of E) must put the target in the top 10 of every such row; the rows
+    and the store's texts must line up for that (a shifted or mis-keyed row scores near chance)."""
+    from reasoning_effect import run_identity
+    from rporec_recbole.quick_start import load_run
+    from rporec_recbole.reasoning_store import prompt_key
+
+    checkpoint, reasoning_dir = trained_run
+    config, _, (_, _, test_data), model = load_run(checkpoint, use_gpu=False)
+    feat = test_data._dataset.inter_feat
+    token_count = lambda text: len(model.reasoning.embedder.tokenizer(text, add_special_tokens=False).input_ids)
+    texts = {}
+    for window, target in zip(model.windows(feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN]),
+                              feat[model.POS_ITEM_ID].tolist()):
+        answer = model.item_texts[target]
+        if answer == answer.strip() and token_count(answer) <= config["max_item_text_tokens"]:
+            texts[prompt_key(model.prompts.build(window))] = f"a guess</think><answer>{answer}</answer>"
+    assert len(texts) >= 20
+    oracle_dir = tmp_path / "reasoning"
+    shutil.copytree(reasoning_dir, oracle_dir)
+    _store(oracle_dir / config["dataset"], "oracle", texts, policy="oracle", **run_identity(config, model))
+    table = _signal_table(_run("reasoning_signal.py", checkpoint, str(oracle_dir), "--split=test", "--policy=oracle"))
+    rows, ndcg, recall = table["answer"]
+    assert int(rows) == len(texts) and float(recall) == 1.0 and float(ndcg) > 0.9
+    assert float(table["prompt window"][1]) < 0.5  # the history alone is no oracle
 
 
 def test_reasoning_effect_scores_the_model_with_its_reasoning_and_without(trained_run):
