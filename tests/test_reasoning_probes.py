@@ -1,5 +1,6 @@
 """The benchmark probes of a trained run's reasoning: benchmarks/reasoning_signal.py (zero-shot ranking by the text
 alone) and benchmarks/reasoning_effect.py (the trained model with and without its reasoning)."""
+import ast
 import json
 import math
 import os
@@ -115,6 +116,25 @@ def test_reasoning_effect_scores_the_model_with_its_reasoning_and_without(traine
     none = re.search(r"^no reasoning \{'ndcg@10': ([0-9.]+), 'with_text': 0", out, re.M)
     assert initial and none and int(initial.group(2)) == 40
     assert 0 <= float(initial.group(1)) <= 1 and 0 <= float(none.group(1)) <= 1
+
+
+def test_reasoning_effect_of_the_same_reasoning_is_nothing_and_of_none_is_something(trained_run, tmp_path):
+    """Known answers: a copy of the initial store under another policy scores exactly as the initial one (no score
+    moves, no top-10 changes); dropping the reasoning moves the scores of a model trained with it."""
+    checkpoint, reasoning_dir = trained_run
+    copy_dir = tmp_path / "reasoning"
+    shutil.copytree(reasoning_dir, copy_dir)
+    (initial,) = [folder for folder in (copy_dir / "ml-mini").iterdir()
+                  if json.loads((folder / "settings.json").read_text())["policy"] == "initial"]
+    settings = json.loads((initial / "settings.json").read_text())
+    shutil.copytree(initial, copy_dir / "ml-mini" / "copy")
+    (copy_dir / "ml-mini" / "copy" / "settings.json").write_text(json.dumps({**settings, "policy": "copy"}))
+    out = _run("reasoning_effect.py", checkpoint, str(copy_dir))
+    rows = {line.split(" {")[0]: ast.literal_eval(line[line.index("{"):]) for line in out.splitlines() if " {" in line}
+    assert set(rows) == {"initial", "copy", "no reasoning"}
+    assert rows["copy"]["ndcg@10"] == rows["initial"]["ndcg@10"]
+    assert rows["copy"]["mean_abs_score_change"] == 0 and rows["copy"]["users_with_changed_top10"] == 0
+    assert rows["no reasoning"]["mean_abs_score_change"] > 0
 
 
 def test_reasoning_effect_on_train_scores_the_rows_stage_1_had_reasoning_for(trained_run):
