@@ -63,7 +63,8 @@ def mini_config(data_path, tmp_path, **overrides):
 
 
 def mini_model(data_path, tmp_path, **overrides):
-    """``(config, model, splits)``: RPORec built on ml-mini's training split, as the runner builds it."""
+    """``(config, model, splits)``: RPORec built on ml-mini's training split (unseeded and on the CPU, unlike the
+    runner)."""
     from rporec_recbole import Config, RPORec
     from rporec_recbole.quick_start import load_data
 

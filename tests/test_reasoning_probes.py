@@ -82,7 +82,7 @@ def test_reasoning_signal_scores_each_query_on_the_rows_that_have_its_text(train
     assert len(metrics) >= 6 and all(0 <= float(value) <= 1 for value in metrics)
 
 
-def test_reasoning_signal_ranks_the_target_first_when_each_answer_is_its_text(trained_run, tmp_path):
+def test_reasoning_signal_ranks_the_target_in_the_top_10_when_each_answer_is_its_text(trained_run, tmp_path):
     """A known answer: a store whose every answer is the test target's own item text (within the item table's token
     limit, so its embedding is the target's row of E) must put the target in the top 10 of every such row; the rows
     and the store's texts must line up for that (a shifted or mis-keyed row scores near chance)."""
@@ -94,17 +94,20 @@ def test_reasoning_signal_ranks_the_target_first_when_each_answer_is_its_text(tr
     config, _, (_, _, test_data), model = load_run(checkpoint, use_gpu=False)
     feat = test_data._dataset.inter_feat
     token_count = lambda text: len(model.reasoning.embedder.tokenizer(text, add_special_tokens=False).input_ids)
-    texts = {}
+    texts, kept = {}, 0
     for window, target in zip(model.windows(feat[model.ITEM_SEQ], feat[model.ITEM_SEQ_LEN]),
                               feat[model.POS_ITEM_ID].tolist()):
         answer = model.item_texts[target]
         if answer == answer.strip() and token_count(answer) <= config["max_item_text_tokens"]:
             texts[prompt_key(model.prompts.build(window))] = f"a guess</think><answer>{answer}</answer>"
-    assert len(texts) >= 20
+            kept += 1
+    assert len(texts) == kept >= 20  # no two kept rows share a prompt (one would carry the other's answer)
     oracle_dir = tmp_path / "reasoning"
     shutil.copytree(reasoning_dir, oracle_dir)
     _store(oracle_dir / config["dataset"], "oracle", texts, policy="oracle", **run_identity(config, model))
-    table = _signal_table(_run("reasoning_signal.py", checkpoint, str(oracle_dir), "--split=test", "--policy=oracle"))
+    out = _run("reasoning_signal.py", checkpoint, str(oracle_dir), "--split=test", "--policy=oracle")
+    assert f"with reasoning text: {kept}, in the think/answer format: {kept}," in out
+    table = _signal_table(out)
     rows, ndcg, recall = table["answer"]
     assert int(rows) == len(texts) and float(recall) == 1.0 and float(ndcg) > 0.9
     assert float(table["prompt window"][1]) < 0.5  # the history alone is no oracle
@@ -118,22 +121,28 @@ def test_reasoning_effect_scores_the_model_with_its_reasoning_and_without(traine
     assert 0 <= float(initial.group(1)) <= 1 and 0 <= float(none.group(1)) <= 1
 
 
-def test_reasoning_effect_of_the_same_reasoning_is_nothing_and_of_none_is_something(trained_run, tmp_path):
+def test_reasoning_effect_scores_each_store_with_its_own_texts(trained_run, tmp_path):
     """Known answers: a copy of the initial store under another policy scores exactly as the initial one (no score
-    moves, no top-10 changes); dropping the reasoning moves the scores of a model trained with it."""
+    moves, no top-10 changes); a copy holding every other text scores those rows only, and its scores move; so does
+    dropping the reasoning, for a model trained with it."""
     checkpoint, reasoning_dir = trained_run
-    copy_dir = tmp_path / "reasoning"
-    shutil.copytree(reasoning_dir, copy_dir)
-    (initial,) = [folder for folder in (copy_dir / "ml-mini").iterdir()
+    stores_dir = tmp_path / "reasoning"
+    shutil.copytree(reasoning_dir, stores_dir)
+    (initial,) = [folder for folder in (stores_dir / "ml-mini").iterdir()
                   if json.loads((folder / "settings.json").read_text())["policy"] == "initial"]
     settings = json.loads((initial / "settings.json").read_text())
-    shutil.copytree(initial, copy_dir / "ml-mini" / "copy")
-    (copy_dir / "ml-mini" / "copy" / "settings.json").write_text(json.dumps({**settings, "policy": "copy"}))
-    out = _run("reasoning_effect.py", checkpoint, str(copy_dir))
+    lines = (initial / "reasoning.jsonl").read_text().splitlines(keepends=True)
+    for policy, kept_lines in (("copy", lines), ("half", lines[::2])):
+        folder = stores_dir / "ml-mini" / policy
+        folder.mkdir()
+        (folder / "settings.json").write_text(json.dumps({**settings, "policy": policy}))
+        (folder / "reasoning.jsonl").write_text("".join(kept_lines))
+    out = _run("reasoning_effect.py", checkpoint, str(stores_dir))
     rows = {line.split(" {")[0]: ast.literal_eval(line[line.index("{"):]) for line in out.splitlines() if " {" in line}
-    assert set(rows) == {"initial", "copy", "no reasoning"}
-    assert rows["copy"]["ndcg@10"] == rows["initial"]["ndcg@10"]
+    assert set(rows) == {"initial", "copy", "half", "no reasoning"}
+    assert rows["copy"]["ndcg@10"] == rows["initial"]["ndcg@10"] and rows["copy"]["with_text"] == 40
     assert rows["copy"]["mean_abs_score_change"] == 0 and rows["copy"]["users_with_changed_top10"] == 0
+    assert 0 < rows["half"]["with_text"] < 40 and rows["half"]["mean_abs_score_change"] > 0
     assert rows["no reasoning"]["mean_abs_score_change"] > 0
 
 
