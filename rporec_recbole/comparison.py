@@ -49,6 +49,9 @@ SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "tex
                         "contrastive_weight": 0.0, "contrastive_temperature": 1.0}
 # Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
 SETTINGS_WITHOUT_EFFECT_ON_RESULTS = {"rl_trim_heap_mb"}
+# Settings read only while another one (their switch) is on: with the switch off they cannot change a result, so they
+# stay out of the key.
+SETTINGS_READ_ONLY_WHEN_ON = {"contrastive_temperature": "contrastive_weight"}
 PAIRS_FILE = "pairs.txt"
 TABLE_METRICS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20"]
 VALID_METRIC = "valid_ndcg@10"  # what selects among RPORec rows: the test split never does
@@ -74,12 +77,14 @@ def row_settings(name, dataset, config_files, overrides):
 def row_key(name, dataset, seed, config_files, overrides):
     """Cache key of a row: its model, dataset, seed and settings' values. Values, not the yamls' text: a comment
     edit keeps the cached rows, and after a default changes, a row that states the old value is the row that ran
-    with it. Settings in ``SETTINGS_ADDED_LATER`` at their original value, and ``SETTINGS_WITHOUT_EFFECT_ON_RESULTS``,
-    are left out."""
+    with it. Settings in ``SETTINGS_ADDED_LATER`` at their original value, ``SETTINGS_WITHOUT_EFFECT_ON_RESULTS``, and
+    ``SETTINGS_READ_ONLY_WHEN_ON`` with their switch off are left out."""
     model, _ = resolve_row(name)
-    settings = {key: value for key, value in row_settings(name, dataset, config_files, overrides).items()
+    merged = row_settings(name, dataset, config_files, overrides)
+    settings = {key: value for key, value in merged.items()
                 if not (key in SETTINGS_ADDED_LATER and value == SETTINGS_ADDED_LATER[key])
-                and key not in SETTINGS_WITHOUT_EFFECT_ON_RESULTS}
+                and key not in SETTINGS_WITHOUT_EFFECT_ON_RESULTS
+                and not (key in SETTINGS_READ_ONLY_WHEN_ON and not merged.get(SETTINGS_READ_ONLY_WHEN_ON[key]))}
     blob = json.dumps([model, dataset, seed, settings], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

@@ -14,11 +14,12 @@ import yaml
 from conftest import BENCHMARKS, REPOSITORY, mini_config
 import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import comparison, config
-from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS,
-                                       ablation_pairs, chart_figure, check_folder_rows, command_key, folder_rows,
-                                       headline, main, make_row, markdown_table, parse_overrides,
-                                       reproduces, row_command, row_key, row_run_settings, row_spec, significance,
-                                       selected_on_valid, significance_table, summarize, write_outputs)
+from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_READ_ONLY_WHEN_ON,
+                                       SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS, ablation_pairs, chart_figure,
+                                       check_folder_rows, command_key, folder_rows, headline, main, make_row,
+                                       markdown_table, parse_overrides, reproduces, row_command, row_key,
+                                       row_run_settings, row_spec, significance, selected_on_valid, significance_table,
+                                       summarize, write_outputs)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -153,11 +154,21 @@ def test_a_new_setting_at_its_original_value_keeps_the_cached_rows_keys(tmp_path
     assert row_key("RPORec-stage1", "ml-mini", 2020, None, {"text_embedder": "llm"}) == before
 
 
+def test_a_setting_read_only_when_its_switch_is_on_keeps_the_key_while_it_is_off():
+    off = row_key("RPORec-no-semantic", "ml-mini", 2020, None, {})
+    assert row_key("RPORec-no-semantic", "ml-mini", 2020, None, {"contrastive_temperature": 0.5}) == off
+    on = row_key("RPORec-no-semantic", "ml-mini", 2020, None, {"contrastive_weight": 0.1})
+    assert on != off
+    assert row_key("RPORec-no-semantic", "ml-mini", 2020, None,
+                   {"contrastive_weight": 0.1, "contrastive_temperature": 0.5}) != on
+
+
 def test_settings_added_later_are_settings_of_the_plugin():
     # a misspelt or removed name here would silently stop guarding the cache
     with open(os.path.join(config.PROPERTIES_DIR, "RPORec.yaml")) as handle:
         defaults = yaml.safe_load(handle)
-    assert set(SETTINGS_ADDED_LATER) | SETTINGS_WITHOUT_EFFECT_ON_RESULTS <= set(defaults)
+    named = set(SETTINGS_ADDED_LATER) | SETTINGS_WITHOUT_EFFECT_ON_RESULTS
+    assert named | set(SETTINGS_READ_ONLY_WHEN_ON) | set(SETTINGS_READ_ONLY_WHEN_ON.values()) <= set(defaults)
 
 
 def test_a_setting_without_effect_on_results_keeps_the_rows_cached():
