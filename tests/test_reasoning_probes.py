@@ -131,12 +131,9 @@ def test_reasoning_effect_scores_each_store_with_its_own_texts(trained_run, tmp_
     (initial,) = [folder for folder in (stores_dir / "ml-mini").iterdir()
                   if json.loads((folder / "settings.json").read_text())["policy"] == "initial"]
     settings = json.loads((initial / "settings.json").read_text())
-    lines = (initial / "reasoning.jsonl").read_text().splitlines(keepends=True)
-    for policy, kept_lines in (("copy", lines), ("half", lines[::2])):
-        folder = stores_dir / "ml-mini" / policy
-        folder.mkdir()
-        (folder / "settings.json").write_text(json.dumps({**settings, "policy": policy}))
-        (folder / "reasoning.jsonl").write_text("".join(kept_lines))
+    entries = [json.loads(line) for line in (initial / "reasoning.jsonl").read_text().splitlines()]
+    for policy, kept in (("copy", entries), ("half", entries[::2])):
+        _store(stores_dir / "ml-mini", policy, {e["key"]: e["text"] for e in kept}, **{**settings, "policy": policy})
     out = _run("reasoning_effect.py", checkpoint, str(stores_dir))
     rows = {line.split(" {")[0]: ast.literal_eval(line[line.index("{"):]) for line in out.splitlines() if " {" in line}
     assert set(rows) == {"initial", "copy", "half", "no reasoning"}
