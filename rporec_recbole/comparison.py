@@ -178,7 +178,8 @@ def row_spec(name, dataset, seed, out_dir, config_files=None, overrides=None, su
 
 
 def make_row(spec, result, total_seconds):
-    """One row of the comparison from ``run_recbole_rporec``'s result (peak memory: this process's)."""
+    """One row of the comparison from ``run_recbole_rporec``'s result. Peak memory and ``total_seconds`` are this
+    process's: a row resumed from a checkpoint counts its earlier processes in ``train_seconds`` only."""
     row = {
         "model": spec["label"], "dataset": spec["dataset"], "seed": spec["seed"],
         **{k: float(v) for k, v in result["test_result"].items()},
