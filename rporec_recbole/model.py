@@ -4,7 +4,9 @@ Scores are ``u_sem . E_text[i] + u_col . E_id[i]``: the semantic branch is the p
 table of item-text embeddings; the collaborative branch (beyond the paper) is a SASRec-style encoder of the same
 history over learned item-ID embeddings. Each branch, and the use of reasoning, is switched by one config key.
 With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
-the encoder's input and in scoring alike, so items with few interactions borrow from their text. With
+the encoder's input and in scoring alike, so items with few interactions borrow from their text; with
+``learned_item_text_tokens`` they also add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``,
+as SASRecF learns word embeddings for a text feature). With
 ``contrastive_weight`` the collaborative user vectors of samples sharing a target are pulled together (after DuoRec,
 ``rporec_recbole/contrastive.py``).
 """
@@ -26,7 +28,7 @@ from rporec_recbole.prompt import PromptBuilder
 from rporec_recbole.rec_head import RecHead
 from rporec_recbole.validation import validate_config
 from rporec_recbole.text_embedder import load_text_embedder
-from rporec_recbole.text_encoder import StaticTextEncoder, mean_of_sums
+from rporec_recbole.text_encoder import ItemTokenBag, StaticTextEncoder, mean_of_sums, tokenize_texts
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,9 @@ class RPORec(SequentialRecommender):
         self.use_reasoning = config["use_reasoning"] and self.use_semantic
         self.use_collaborative = config["use_collaborative"]
         self.collaborative_item_text = config["collaborative_item_text"] and self.use_collaborative
+        if config["learned_item_text_tokens"] and not self.collaborative_item_text:
+            raise ValueError("learned_item_text_tokens adds to text-aware collaborative items: set "
+                             "collaborative_item_text=True and use_collaborative=True")
         if not (self.use_semantic or self.use_collaborative):
             raise ValueError("RPORec needs at least one branch: set use_semantic or use_collaborative to True")
         self.contrastive_weight = config["contrastive_weight"]
@@ -154,6 +159,10 @@ class RPORec(SequentialRecommender):
             nn.init.normal_(self.position_embedding.weight, std=0.02)
         if self.collaborative_item_text:
             self.item_text_projection = nn.Sequential(nn.LayerNorm(embedder.dim), nn.Linear(embedder.dim, hidden))
+        self.item_token_bag = None
+        if config["learned_item_text_tokens"]:
+            tokens = tokenize_texts(tokenizer, self.item_texts, config["max_item_text_tokens"])
+            self.item_token_bag = ItemTokenBag(tokens, hidden)
         if self.contrastive_weight:
             # `dataset` is the training split: partners come from training samples only
             feat = dataset.inter_feat
@@ -197,16 +206,20 @@ class RPORec(SequentialRecommender):
                              self.answer_encoder(answer.to(device)), flags.to(device))
 
     def collaborative_items(self):
-        """The collaborative branch's item table ``(n_items, hidden)``: ID embeddings, plus their projected text."""
+        """The collaborative branch's item table ``(n_items, hidden)``: ID embeddings, plus their projected text
+        (and learned token vectors)."""
         if not self.collaborative_item_text:
             return self.item_embedding.weight
-        return self.item_embedding.weight + self.item_text_projection(self.item_text_table)
+        items = self.item_embedding.weight + self.item_text_projection(self.item_text_table)
+        return items if self.item_token_bag is None else items + self.item_token_bag()
 
     def collaborative_user(self, item_seq, item_seq_len):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
         if self.collaborative_item_text:
             hidden = hidden + self.item_text_projection(self.item_text_table[item_seq])
+            if self.item_token_bag is not None:
+                hidden = hidden + self.item_token_bag(item_seq)
         hidden = self.sequence_dropout(self.sequence_norm(hidden))
         mask = self.get_attention_mask(item_seq)
         output = self.sequence_encoder(hidden, mask, output_all_encoded_layers=True)[-1]

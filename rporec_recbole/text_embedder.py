@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 
 from rporec_recbole.llm import looks_like_local_path
-from rporec_recbole.text_encoder import mean_of_sums, token_sums
+from rporec_recbole.text_encoder import mean_of_sums, token_sums, tokenize_texts
 
 LLM_TOKENS = "llm"
 EMBEDDED_SENTENCE_ENCODER = "embedded:all-minilm-l6-v2"
@@ -43,8 +43,7 @@ class TokenMeanEmbedder:
 
     def item_sums(self, texts, max_tokens=None):
         """Per text: the sum of its token embeddings and its token count."""
-        tokens = [self.tokenizer(t, add_special_tokens=False).input_ids[:max_tokens] if t else [] for t in texts]
-        return token_sums(self.token_table, tokens)
+        return token_sums(self.token_table, tokenize_texts(self.tokenizer, texts, max_tokens))
 
     def embed(self, texts, max_tokens=None):
         return mean_of_sums(*self.item_sums(texts, max_tokens))

@@ -18,6 +18,7 @@ _RULES = {
     "use_reasoning": (bool, lambda v: True, "true or false"),
     "use_collaborative": (bool, lambda v: True, "true or false"),
     "collaborative_item_text": (bool, lambda v: True, "true or false"),
+    "learned_item_text_tokens": (bool, lambda v: True, "true or false"),
     "contrastive_weight": ((int, float), lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: off)"),
     "contrastive_temperature": ((int, float), lambda v: v > 0, "a number > 0"),
     "do_sample": (bool, lambda v: True, "true or false"),

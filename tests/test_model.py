@@ -309,3 +309,36 @@ def test_text_aware_collaborative_items_use_each_items_text_in_input_and_scoring
     model.train()
     model.calculate_loss(batch).backward()
     assert model.item_text_projection[1].weight.grad.abs().sum() > 0
+
+
+def test_learned_item_text_tokens_add_to_text_aware_items_in_input_and_scoring(mini_movielens, tmp_path):
+    """``learned_item_text_tokens``: each text-aware item also adds the learned mean of its text's token vectors.
+    They start at zero (the model starts as the one without them), a token's vector moves exactly the items whose
+    text holds it, training reaches them, and a run with them trains, saves, reloads and tests."""
+    overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True,
+                 "learned_item_text_tokens": True}
+    _, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, **overrides)
+    model.eval()
+    bag = model.item_token_bag
+    text_part = model.item_embedding.weight + model.item_text_projection(model.item_text_table)
+    assert torch.equal(model.collaborative_items(), text_part)
+    batch = next(iter(train_data))
+    seq, seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    users = (None, model.collaborative_user(seq, seq_len))
+    scores = model.score(users)
+
+    token = int(bag.token_ids[int(seq[0, 0]), 0])  # the first token of an item in the first row's history
+    with torch.no_grad():
+        bag.bag.weight[token] = torch.randn(bag.bag.embedding_dim, generator=torch.Generator().manual_seed(0))
+    holders = (bag.token_ids == token).any(1).nonzero().flatten().tolist()
+    assert (model.score(users) != scores).any(0).nonzero().flatten().tolist() == holders
+    assert not torch.allclose(model.collaborative_user(seq, seq_len)[0], users[1][0])
+
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert bag.bag.weight.grad[1:].abs().sum() > 0
+
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    assert list(result["test_result"]) == METRICS
+    with pytest.raises(ValueError, match="collaborative_item_text=True"):
+        mini_model(mini_movielens, tmp_path, learned_item_text_tokens=True)

@@ -13,7 +13,7 @@ from rporec_recbole.text_embedder import (
     EMBEDDED_SENTENCE_ENCODER, SentenceEmbedder, TextEmbedderNotFoundError, TokenMeanEmbedder,
     resolve_sentence_encoder,
 )
-from rporec_recbole.text_encoder import mean_of_sums
+from rporec_recbole.text_encoder import ItemTokenBag, mean_of_sums
 
 WORDS = ["toy", "story", "star", "wars", "return", "of", "the", "jedi", "red", "lipstick", "matte", "1995", "1977"]
 
@@ -102,3 +102,19 @@ def test_runner_prints_one_clear_line_for_a_missing_text_embedder(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: text_embedder='{tmp_path / 'absent'}' is not")
     assert "Traceback" not in proc.stderr
+
+
+def test_item_token_bag_is_the_mean_of_each_items_token_vectors_and_starts_at_zero():
+    """Padding stays out of the mean, a textless item gives zeros, and pooling a few items equals indexing the full
+    table; the vocabulary holds only the tokens the item texts use."""
+    bag = ItemTokenBag([[], [70, 5], [5], [900, 70, 70]], dim=3)
+    assert bag.bag.num_embeddings == 1 + 3 and not bag().any()
+    with torch.no_grad():
+        bag.bag.weight[1:] = torch.tensor([[1.0, 0, 0], [0, 2.0, 0], [0, 0, 4.0]])  # tokens 5, 70, 900 (sorted)
+    table = bag()
+    expected = torch.tensor([[0, 0, 0], [0.5, 1, 0], [1, 0, 0], [0, 4 / 3, 4 / 3]])
+    assert torch.allclose(table, expected)
+    items = torch.tensor([[3, 0], [1, 1]])
+    assert torch.equal(bag(items), table[items])
+    bag(items).sum().backward()
+    assert bag.bag.weight.grad[0].eq(0).all()  # the padding row never learns
