@@ -210,16 +210,20 @@ class RPORec(SequentialRecommender):
         (and learned token vectors)."""
         if not self.collaborative_item_text:
             return self.item_embedding.weight
-        items = self.item_embedding.weight + self.item_text_projection(self.item_text_table)
-        return items if self.item_token_bag is None else items + self.item_token_bag()
+        return self.with_item_text(self.item_embedding.weight)
+
+    def with_item_text(self, vectors, items=None):
+        """``vectors`` plus the text part of each item (every item, or those in ``items``): its projected text
+        embedding, then its learned token vectors. One definition for the encoder's input and for scoring."""
+        text = self.item_text_table if items is None else self.item_text_table[items]
+        vectors = vectors + self.item_text_projection(text)
+        return vectors if self.item_token_bag is None else vectors + self.item_token_bag(items)
 
     def collaborative_user(self, item_seq, item_seq_len):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
         if self.collaborative_item_text:
-            hidden = hidden + self.item_text_projection(self.item_text_table[item_seq])
-            if self.item_token_bag is not None:
-                hidden = hidden + self.item_token_bag(item_seq)
+            hidden = self.with_item_text(hidden, item_seq)
         hidden = self.sequence_dropout(self.sequence_norm(hidden))
         mask = self.get_attention_mask(item_seq)
         output = self.sequence_encoder(hidden, mask, output_all_encoded_layers=True)[-1]
