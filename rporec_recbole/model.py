@@ -92,6 +92,19 @@ class MaskDropout(nn.Dropout):
         return x * keep / (1 - self.p)
 
 
+def init_like_sasrec(module, std):
+    """RecBole SASRec's initialisation of ``module``: every Linear and Embedding weight drawn from normal(0, std),
+    Linear biases zero, LayerNorms at weight 1 and bias 0."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(layer.weight, std=std)
+        if isinstance(layer, nn.Linear) and layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+        elif isinstance(layer, nn.LayerNorm):
+            nn.init.ones_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+
 def use_mask_dropout(module):
     """Swap every ``nn.Dropout`` under ``module`` for a ``MaskDropout`` with the same rate."""
     for name, child in module.named_children():
@@ -159,6 +172,9 @@ class RPORec(SequentialRecommender):
             nn.init.normal_(self.position_embedding.weight, std=0.02)
         if self.collaborative_item_text:
             self.item_text_projection = nn.Sequential(nn.LayerNorm(embedder.dim), nn.Linear(embedder.dim, hidden))
+        if self.use_collaborative and config["collaborative_initializer_range"] is not None:
+            for part in self.collaborative_parts():
+                init_like_sasrec(part, config["collaborative_initializer_range"])
         self.item_token_bag = None
         if config["learned_item_text_tokens"]:
             tokens = tokenize_texts(tokenizer, self.item_texts, config["max_item_text_tokens"])
@@ -169,6 +185,11 @@ class RPORec(SequentialRecommender):
             self.same_target = SameTargetSampler(feat[self.ITEM_SEQ], feat[self.ITEM_SEQ_LEN], feat[self.ITEM_ID],
                                                  self.n_items)
         use_mask_dropout(self)
+
+    def collaborative_parts(self):
+        """The collaborative branch's modules (the learned token vectors, which start at zero, excepted)."""
+        parts = [self.item_embedding, self.position_embedding, self.sequence_encoder, self.sequence_norm]
+        return parts + [self.item_text_projection] if self.collaborative_item_text else parts
 
     # ----- prompts and reasoning -------------------------------------------------------------------------
     def windows(self, item_seq, item_seq_len):

@@ -21,6 +21,8 @@ _RULES = {
     "learned_item_text_tokens": (bool, lambda v: True, "true or false"),
     "contrastive_weight": ((int, float), lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: off)"),
     "contrastive_temperature": ((int, float), lambda v: v > 0, "a number > 0"),
+    "collaborative_initializer_range": ((int, float, type(None)), lambda v: v is None or v > 0,
+                                        "a number > 0 (SASRec's initialisation), or ~ (PyTorch's)"),
     "do_sample": (bool, lambda v: True, "true or false"),
     "force_answer": (bool, lambda v: True, "true or false"),
     "answer_max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),

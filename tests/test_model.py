@@ -342,3 +342,36 @@ def test_learned_item_text_tokens_add_to_text_aware_items_in_input_and_scoring(m
     assert list(result["test_result"]) == METRICS
     with pytest.raises(ValueError, match="collaborative_item_text=True"):
         mini_model(mini_movielens, tmp_path, learned_item_text_tokens=True)
+
+
+def test_collaborative_initializer_range_initialises_the_branch_as_sasrec_and_nothing_else(mini_movielens, tmp_path):
+    """``collaborative_initializer_range``: every Linear and Embedding of the collaborative branch (encoder, item
+    and position embeddings, text projection) drawn from normal(0, range) with zero biases, as RecBole's SASRec
+    initialises; the semantic branch keeps the weights it gets without the option. Off (~), the encoder keeps
+    PyTorch's initialisation."""
+    overrides = {"loss_type": "CE", "collaborative_item_text": True}
+    torch.manual_seed(0)
+    _, default, _ = mini_model(mini_movielens, tmp_path, **overrides)
+    torch.manual_seed(0)
+    _, model, _ = mini_model(mini_movielens, tmp_path, collaborative_initializer_range=0.05, **overrides)
+
+    layers = [layer for part in model.collaborative_parts() for layer in part.modules()]
+    weighted = [layer for layer in layers if isinstance(layer, (torch.nn.Linear, torch.nn.Embedding))]
+    assert model.item_text_projection[1] in weighted and model.sequence_encoder.layer[0].feed_forward.dense_1 in layers
+    for layer in weighted:
+        assert abs(float(layer.weight.std()) - 0.05) < 0.01 and abs(float(layer.weight.mean())) < 0.01
+        if isinstance(layer, torch.nn.Linear):
+            assert not layer.bias.any()
+    norms = [layer for layer in layers if isinstance(layer, torch.nn.LayerNorm)]
+    assert norms and all(bool((n.weight == 1).all()) and not n.bias.any() for n in norms)
+
+    # off: PyTorch's uniform(+-1/sqrt(fan_in)) for the encoder's 64-wide layers (std 0.072) and non-zero biases
+    dense = default.sequence_encoder.layer[0].feed_forward.dense_1
+    assert float(dense.weight.std()) > 0.06 and dense.bias.any()
+    semantic = [name for name, _ in model.named_parameters() if name.split(".")[0] in
+                ("prompt_encoder", "reasoning_encoder", "answer_encoder", "rec_head")]
+    assert semantic
+    for name in semantic:
+        assert torch.equal(model.get_parameter(name), default.get_parameter(name)), name
+    with pytest.raises(ValueError, match="collaborative_initializer_range=-1 is invalid"):
+        mini_model(mini_movielens, tmp_path, collaborative_initializer_range=-1)
