@@ -100,7 +100,7 @@ def init_like_sasrec(module, std):
             nn.init.normal_(layer.weight, std=std)
         if isinstance(layer, nn.Linear) and layer.bias is not None:
             nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.LayerNorm):
+        if isinstance(layer, nn.LayerNorm):
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
 
