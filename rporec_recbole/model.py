@@ -125,6 +125,7 @@ class RPORec(SequentialRecommender):
         self.use_reasoning = config["use_reasoning"] and self.use_semantic
         self.use_collaborative = config["use_collaborative"]
         self.collaborative_item_text = config["collaborative_item_text"] and self.use_collaborative
+        self.item_text_in_scoring = self.collaborative_item_text and config["collaborative_item_text_in_scoring"]
         if config["learned_item_text_tokens"] and not self.collaborative_item_text:
             raise ValueError("learned_item_text_tokens adds to text-aware collaborative items: set "
                              "collaborative_item_text=True and use_collaborative=True")
@@ -228,8 +229,8 @@ class RPORec(SequentialRecommender):
 
     def collaborative_items(self):
         """The collaborative branch's item table ``(n_items, hidden)``: ID embeddings, plus their projected text
-        (and learned token vectors)."""
-        if not self.collaborative_item_text:
+        (and learned token vectors) unless the text is read on the encoder's input side only."""
+        if not self.item_text_in_scoring:
             return self.item_embedding.weight
         return self.with_item_text(self.item_embedding.weight)
 

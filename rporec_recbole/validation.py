@@ -19,6 +19,7 @@ _RULES = {
     "use_collaborative": (bool, lambda v: True, "true or false"),
     "collaborative_item_text": (bool, lambda v: True, "true or false"),
     "learned_item_text_tokens": (bool, lambda v: True, "true or false"),
+    "collaborative_item_text_in_scoring": (bool, lambda v: True, "true or false"),
     "contrastive_weight": ((int, float), lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: off)"),
     "contrastive_temperature": ((int, float), lambda v: v > 0, "a number > 0"),
     "collaborative_initializer_range": ((int, float, type(None)), lambda v: v is None or v > 0,

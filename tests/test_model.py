@@ -311,6 +311,32 @@ def test_text_aware_collaborative_items_use_each_items_text_in_input_and_scoring
     assert model.item_text_projection[1].weight.grad.abs().sum() > 0
 
 
+def test_item_text_on_the_input_side_only_scores_items_by_their_id_embedding(mini_movielens, tmp_path):
+    """``collaborative_item_text_in_scoring=False``: an item's text enters the sequence encoder's input but not its
+    scoring vector, which is its ID embedding alone (as SASRecF scores); the projection is still trained."""
+    overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True,
+                 "collaborative_item_text_in_scoring": False, "learned_item_text_tokens": True,
+                 "train_batch_size": 64}
+    _, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, **overrides)
+    model.eval()
+    batch = next(iter(train_data))
+    seq, seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    torch.nn.init.normal_(model.item_token_bag.bag.weight)  # they start at zero: make them count
+    assert torch.equal(model.collaborative_items(), model.item_embedding.weight)
+    user = model.collaborative_user(seq, seq_len)
+
+    edited = int(seq[0, 0])
+    model.item_text_table[edited] = torch.randn(model.item_text_table.shape[1],
+                                                generator=torch.Generator().manual_seed(0))
+    assert torch.equal(model.collaborative_items(), model.item_embedding.weight)
+    assert not torch.allclose(model.collaborative_user(seq, seq_len)[0], user[0])
+
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert model.item_text_projection[1].weight.grad.abs().sum() > 0
+    assert model.item_token_bag.bag.weight.grad.abs().sum() > 0
+
+
 def test_learned_item_text_tokens_add_to_text_aware_items_in_input_and_scoring(mini_movielens, tmp_path):
     """``learned_item_text_tokens``: each text-aware item also adds the learned mean of its text's token vectors.
     They start at zero (the model starts as the one without them), a token's vector moves exactly the items whose
