@@ -43,6 +43,14 @@ def counts_of_test_items(config):
     return dict(zip(users, counts[test.inter_feat[test.iid_field].numpy()].tolist()))
 
 
+def split_config(rows):
+    """The config of the first of ``rows``'s commands: every row of a folder is scored on the split it builds."""
+    model, dataset, seed, config_files, overrides = parse_command(rows[0]["command"])
+    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv: the row's command is the config
+    return Config(model=model, dataset=dataset, config_file_list=config_files,
+                  config_dict={**overrides, "seed": seed, "state": "WARNING"})
+
+
 def group_labels(edges):
     bounds = [0, *edges]
     return [f"{low}-{high - 1}" for low, high in zip(bounds, edges)] + [f"{edges[-1]}+"]
@@ -101,11 +109,7 @@ def main(argv=None):
     rows = folder_rows(args.out_dir)
     if not rows:
         parser.error(f"no rows in {args.out_dir}/rows")
-    model, dataset, seed, config_files, overrides = parse_command(rows[0]["command"])
-    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv: the row's command is the config
-    config = Config(model=model, dataset=dataset, config_file_list=config_files,
-                    config_dict={**overrides, "seed": seed, "state": "WARNING"})
-    counts = counts_of_test_items(config)
+    counts = counts_of_test_items(split_config(rows))
     results = per_user_results(rows, args.out_dir)
     for row, against in pairs:
         try:

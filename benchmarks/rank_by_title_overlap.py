@@ -14,13 +14,12 @@ the first row's command, so the user ids are those the rows were scored with.
 import argparse
 import os
 import statistics
-import sys
 
 import numpy as np
 from recbole.data import create_dataset
 
-from rporec_recbole.comparison import folder_rows, parse_command
-from rporec_recbole.config import Config
+from gain_by_item_count import split_config
+from rporec_recbole.comparison import folder_rows
 from rporec_recbole.per_user import load_per_user
 
 GROUPS = ("0", "(0, 0.25)", "[0.25, 0.5)", "[0.5, 1]")
@@ -112,12 +111,8 @@ def main(argv=None):
     rows = folder_rows(args.out_dir)
     if not rows:
         parser.error(f"no rows in {args.out_dir}/rows")
-    model, dataset, seed, config_files, overrides = parse_command(rows[0]["command"])
-    sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv: the row's command is the config
-    config = Config(model=model, dataset=dataset, config_file_list=config_files,
-                    config_dict={**overrides, "seed": seed, "state": "WARNING"})
     try:
-        print(markdown(rank_table(rows, args.out_dir, names, title_overlaps(config, args.title_field))))
+        print(markdown(rank_table(rows, args.out_dir, names, title_overlaps(split_config(rows), args.title_field))))
     except ValueError as err:
         parser.error(str(err))
 

@@ -6,6 +6,7 @@ import pytest
 import recbole
 import torch
 
+from rporec_recbole import Config
 from rporec_recbole.llm import TINY_RANDOM_LLM, load_llm, load_tokenizer
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,23 @@ def tokenizer():
 def tiny_llm():
     """A fresh 2-layer random Llama in fp32, seeded, with the real tokenizer's vocabulary."""
     return load_llm(TINY_RANDOM_LLM, dtype=torch.float32, seed=0)
+
+
+def toy_dataset_config(tmp_path, histories, titles=None):
+    """A SASRec config over a dataset ``toy`` written from ``{user: [item, ...]}`` in time order, with an item
+    ``title`` field (``{item: text}``, RecBole's space-separated token_seq) when ``titles`` is given."""
+    folder = tmp_path / "toy"
+    folder.mkdir()
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines += [f"{user}\t{item}\t{time}" for user, items in histories.items() for time, item in enumerate(items)]
+    (folder / "toy.inter").write_text("\n".join(lines) + "\n")
+    load_col = {"inter": ["user_id", "item_id", "timestamp"]}
+    if titles is not None:
+        items = ["item_id:token\ttitle:token_seq"] + [f"{item}\t{title}" for item, title in titles.items()]
+        (folder / "toy.item").write_text("\n".join(items) + "\n")
+        load_col["item"] = ["item_id", "title"]
+    return Config(model="SASRec", dataset="toy", config_dict={
+        "data_path": str(tmp_path), "load_col": load_col, "state": "WARNING", "show_progress": False})
 
 
 ML100K_DIR = os.path.join(os.path.dirname(recbole.__file__), "dataset_example", "ml-100k")

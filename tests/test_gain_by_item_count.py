@@ -3,8 +3,8 @@ import pytest
 from recbole.data import create_dataset
 
 import gain_by_item_count  # benchmarks/, on the path through conftest
+from conftest import toy_dataset_config
 from gain_by_item_count import counts_of_test_items, gain_by_item_count as by_count, group_labels, training_counts
-from rporec_recbole import Config
 from rporec_recbole.per_user import paired_test
 
 # Each user's items in time order: leave-one-out puts the last in test, the one before in valid, the rest in train.
@@ -17,14 +17,7 @@ EXPECTED_TEST_ITEM_COUNTS = {"a": 1, "b": 3, "c": 3, "d": 1}  # test items 5, 3,
 
 @pytest.fixture()
 def toy_config(tmp_path):
-    folder = tmp_path / "toy"
-    folder.mkdir()
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    lines += [f"{user}\t{item}\t{time}" for user, items in HISTORIES.items() for time, item in enumerate(items)]
-    (folder / "toy.inter").write_text("\n".join(lines) + "\n")
-    return Config(model="SASRec", dataset="toy", config_dict={
-        "data_path": str(tmp_path), "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-        "state": "WARNING", "show_progress": False})
+    return toy_dataset_config(tmp_path, HISTORIES)
 
 
 def test_training_counts_count_every_training_interaction_first_items_included(toy_config):

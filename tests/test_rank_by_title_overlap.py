@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from recbole.data import create_dataset
 
+from conftest import toy_dataset_config
 import rank_by_title_overlap  # benchmarks/, on the path through conftest
 from rank_by_title_overlap import band_shares, group_of, rank_table, target_ranks, title_overlaps
-from rporec_recbole import Config
 from rporec_recbole.per_user import save_per_user
 
 TITLES = {"1": "red nail polish", "2": "blue nail polish", "3": "face cream", "4": "eye cream", "5": "shampoo",
@@ -21,16 +21,7 @@ EXPECTED_OVERLAPS = {"a": 0.5, "b": 1 / 3, "c": 0.0, "d": 1 / 6}
 
 @pytest.fixture()
 def toy_config(tmp_path):
-    folder = tmp_path / "toy"
-    folder.mkdir()
-    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-    lines += [f"{user}\t{item}\t{time}" for user, items in HISTORIES.items() for time, item in enumerate(items)]
-    (folder / "toy.inter").write_text("\n".join(lines) + "\n")
-    items = ["item_id:token\ttitle:token_seq"] + [f"{item}\t{title}" for item, title in TITLES.items()]
-    (folder / "toy.item").write_text("\n".join(items) + "\n")
-    return Config(model="SASRec", dataset="toy", config_dict={
-        "data_path": str(tmp_path), "state": "WARNING", "show_progress": False,
-        "load_col": {"inter": ["user_id", "item_id", "timestamp"], "item": ["item_id", "title"]}})
+    return toy_dataset_config(tmp_path, HISTORIES, TITLES)
 
 
 def test_each_user_gets_the_title_overlap_of_their_test_item_and_last_history_item(toy_config):
