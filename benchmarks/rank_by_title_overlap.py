@@ -20,7 +20,7 @@ from recbole.data import create_dataset
 
 from gain_by_item_count import split_config
 from rporec_recbole.comparison import folder_rows
-from rporec_recbole.per_user import load_per_user
+from rporec_recbole.per_user import load_per_user, per_user_ndcg
 
 GROUPS = ("0", "(0, 0.25)", "[0.25, 0.5)", "[0.5, 1]")
 RANK_BANDS = (("rank 1", 1, 1), ("2-10", 2, 10), ("11-20", 11, 20))
@@ -57,21 +57,19 @@ def target_ranks(evaluation):
 
 
 def band_shares(ranks):
-    """Share of ``ranks`` in each rank band, then NDCG@10 (one positive per user)."""
+    """Share of ``ranks`` in each rank band."""
     ranks = np.asarray(ranks)
-    shares = [float(np.mean((ranks >= low) & (ranks <= high))) for _, low, high in RANK_BANDS]
-    in_top10 = (ranks >= 1) & (ranks <= 10)
-    ndcg = np.where(in_top10, 1.0 / np.log2(np.where(in_top10, ranks, 1) + 1), 0.0)
-    return shares + [float(ndcg.mean())]
+    return [float(np.mean((ranks >= low) & (ranks <= high))) for _, low, high in RANK_BANDS]
 
 
 def rank_table(rows, out_dir, names, overlaps):
-    """One line per (group, row): the group, its users, the row, its seeds and ``band_shares`` averaged over them."""
+    """One line per (group, row): the group, its users, the row, its seeds and ``band_shares`` then NDCG@10 (RecBole's
+    metric, as the comparison table reports it), each averaged over the seeds."""
     by_name = {}
     for row in rows:
         if row["model"] in names and "per_user" in row:
-            evaluations = load_per_user(os.path.join(out_dir, "rows", row["per_user"]))
-            by_name.setdefault(row["model"], {})[row["seed"]] = target_ranks(evaluations["test"])
+            test = load_per_user(os.path.join(out_dir, "rows", row["per_user"]))["test"]
+            by_name.setdefault(row["model"], {})[row["seed"]] = (target_ranks(test), per_user_ndcg(test, 10))
     missing = [name for name in names if name not in by_name]
     if missing:
         raise ValueError(f"no per-user results for {', '.join(missing)}")
@@ -85,7 +83,8 @@ def rank_table(rows, out_dir, names, overlaps):
             continue
         for name in names:
             seeds = sorted(by_name[name])
-            per_seed = [band_shares([by_name[name][seed][user] for user in users]) for seed in seeds]
+            per_seed = [band_shares([ranks[user] for user in users]) + [statistics.fmean(ndcg[user] for user in users)]
+                        for ranks, ndcg in (by_name[name][seed] for seed in seeds)]
             table.append({"group": label, "users": len(users), "row": name, "seeds": seeds,
                           "values": [statistics.fmean(column) for column in zip(*per_seed)]})
     return table

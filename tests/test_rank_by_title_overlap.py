@@ -50,20 +50,31 @@ def test_target_ranks_read_the_hit_column_and_zero_beyond_the_list():
     assert ranks == {7: 1, 8: 0, 9: 20}
 
 
-def test_band_shares_and_ndcg_at_10():
-    assert band_shares([1, 3, 12, 0]) == pytest.approx([0.25, 0.25, 0.25, (1 + 1 / np.log2(4)) / 4])
-    assert band_shares([10, 11]) == pytest.approx([0.0, 0.5, 0.5, 0.5 / np.log2(11)])
+def test_band_shares():
+    assert band_shares([1, 3, 12, 0]) == pytest.approx([0.25, 0.25, 0.25])
+    assert band_shares([10, 11]) == pytest.approx([0.0, 0.5, 0.5])
+
+
+def folder_of_rows(tmp_path, ranks):
+    """Rows ``{(name, seed): [rank of user 1, rank of user 2, ...]}`` written as a comparison folder's per-user files."""
+    (tmp_path / "rows").mkdir()
+    rows = []
+    for (name, seed), row_ranks in ranks.items():
+        evaluation = {"user_id": np.arange(1, len(row_ranks) + 1), "topk": topk_rows(row_ranks)}
+        save_per_user(tmp_path / "rows" / f"{name}{seed}.npz", {"test": evaluation})
+        rows.append({"model": name, "seed": seed, "per_user": f"{name}{seed}.npz"})
+    return rows
+
+
+def test_the_table_adds_ndcg_at_10_to_the_rank_bands(tmp_path):
+    rows = folder_of_rows(tmp_path, {("R", 1): [1, 3, 12, 0], ("S", 1): [10, 11, 0, 0]})
+    table = rank_table(rows, str(tmp_path), ["R", "S"], {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0})
+    assert table[0]["values"] == pytest.approx([0.25, 0.25, 0.25, (1 + 1 / np.log2(4)) / 4])
+    assert table[1]["values"] == pytest.approx([0.0, 0.25, 0.25, 0.25 / np.log2(11)])
 
 
 def test_the_table_averages_each_group_over_the_seeds_a_row_ran(tmp_path):
-    (tmp_path / "rows").mkdir()
-    users = np.array([1, 2, 3])
-    ranks = {("R", 1): [1, 0, 2], ("R", 2): [0, 0, 2], ("S", 1): [5, 5, 5]}
-    rows = []
-    for (name, seed), row_ranks in ranks.items():
-        evaluation = {"user_id": users, "topk": topk_rows(row_ranks)}
-        save_per_user(tmp_path / "rows" / f"{name}{seed}.npz", {"test": evaluation})
-        rows.append({"model": name, "seed": seed, "per_user": f"{name}{seed}.npz"})
+    rows = folder_of_rows(tmp_path, {("R", 1): [1, 0, 2], ("R", 2): [0, 0, 2], ("S", 1): [5, 5, 5]})
     overlaps = {1: 0.0, 2: 0.0, 3: 0.6}
     table = rank_table(rows, str(tmp_path), ["R", "S"], overlaps)
     assert [(line["group"], line["row"], line["users"], line["seeds"]) for line in table] == [
