@@ -14,31 +14,20 @@ import argparse
 import bisect
 import sys
 
-import numpy as np
-import torch
 from recbole.data import create_dataset
 
 from rporec_recbole.comparison import folder_rows, paired_values, parse_command, parse_pair, per_user_results
 from rporec_recbole.config import Config
+from rporec_recbole.item_popularity import training_counts
 from rporec_recbole.per_user import paired_test
 
 DEFAULT_EDGES = (5, 10, 20, 50, 100)
 
 
-def training_counts(train):
-    """``(n_items,)`` array: how many of each item's interactions are in the training split of a sequential dataset.
-    RecBole's training rows are its augmented sequences: every training interaction is a row's target except each
-    user's first, which only opens the sequence of the user's first row."""
-    targets = train.inter_feat[train.iid_field]
-    opens_sequence = train.inter_feat[train.config["ITEM_LIST_LENGTH_FIELD"]] == 1
-    firsts = train.inter_feat[train.iid_field + train.config["LIST_SUFFIX"]][opens_sequence, 0]
-    return np.bincount(torch.cat([targets, firsts]).numpy(), minlength=train.item_num)
-
-
 def counts_of_test_items(config):
     """``{user id: training count of the user's test item}`` under ``config``'s split, as RecBole builds it."""
     train, _, test = create_dataset(config).build()
-    counts = training_counts(train)
+    counts = training_counts(train).numpy()
     users = test.inter_feat[test.uid_field].tolist()
     return dict(zip(users, counts[test.inter_feat[test.iid_field].numpy()].tolist()))
 

@@ -6,7 +6,9 @@ history over learned item-ID embeddings. Each branch, and the use of reasoning, 
 With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
 the encoder's input and in scoring alike, so items with few interactions borrow from their text; with
 ``learned_item_text_tokens`` they also add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``,
-as SASRecF learns word embeddings for a text feature). With
+as SASRecF learns word embeddings for a text feature). ``collaborative_item_text_in_scoring`` says how much of that
+text each item's scoring vector holds: all of it, none (ID scoring, as SASRecF), or a learned share per popularity band
+of the item (``item_popularity``). With
 ``contrastive_weight`` the collaborative user vectors of samples sharing a target are pulled together (after DuoRec,
 ``rporec_recbole/contrastive.py``).
 """
@@ -21,6 +23,7 @@ from torch import nn
 
 from rporec_recbole.answer_constraint import ItemAnswerTrie
 from rporec_recbole.contrastive import SameTargetSampler, same_target_info_nce
+from rporec_recbole.item_popularity import POPULARITY_BANDS, popularity_bands, training_counts
 from rporec_recbole.item_text import build_item_texts
 from rporec_recbole.llm import Backbone
 from rporec_recbole.parsing import THINK_OPEN, parse_output
@@ -125,6 +128,7 @@ class RPORec(SequentialRecommender):
         self.use_reasoning = config["use_reasoning"] and self.use_semantic
         self.use_collaborative = config["use_collaborative"]
         self.collaborative_item_text = config["collaborative_item_text"] and self.use_collaborative
+        # True, False or "by_popularity" (False without text-aware items)
         self.item_text_in_scoring = self.collaborative_item_text and config["collaborative_item_text_in_scoring"]
         if config["learned_item_text_tokens"] and not self.collaborative_item_text:
             raise ValueError("learned_item_text_tokens adds to text-aware collaborative items: set "
@@ -176,6 +180,12 @@ class RPORec(SequentialRecommender):
         if self.use_collaborative and config["collaborative_initializer_range"] is not None:
             for part in self.collaborative_parts():
                 init_like_sasrec(part, config["collaborative_initializer_range"])
+        if self.item_text_in_scoring == "by_popularity":
+            # `dataset` is the training split: an item's band counts its training interactions only. Derived from
+            # the data, so rebuilt at load time; the shares start at 0, i.e. at ID scoring.
+            bands = popularity_bands(training_counts(dataset))
+            self.register_buffer("item_popularity_band", bands, persistent=False)
+            self.item_text_score_share = nn.Parameter(torch.zeros(POPULARITY_BANDS))
         self.item_token_bag = None
         if config["learned_item_text_tokens"]:
             tokens = tokenize_texts(tokenizer, self.item_texts, config["max_item_text_tokens"])
@@ -228,24 +238,27 @@ class RPORec(SequentialRecommender):
                              self.answer_encoder(answer.to(device)), flags.to(device))
 
     def collaborative_items(self):
-        """The collaborative branch's item table ``(n_items, hidden)``: ID embeddings, plus their projected text
-        (and learned token vectors) unless the text is read on the encoder's input side only."""
+        """The collaborative branch's item table ``(n_items, hidden)``: ID embeddings, plus their text part unless
+        the text is read on the encoder's input side only; with ``by_popularity``, the text part times the learned
+        share of the item's popularity band."""
         if not self.item_text_in_scoring:
             return self.item_embedding.weight
-        return self.with_item_text(self.item_embedding.weight)
+        text = self.item_text_part()
+        if self.item_text_in_scoring == "by_popularity":
+            text = self.item_text_score_share[self.item_popularity_band].unsqueeze(1) * text
+        return self.item_embedding.weight + text
 
-    def with_item_text(self, vectors, items=None):
-        """``vectors`` plus the text part of each item (every item, or those in ``items``): its projected text
-        embedding, then its learned token vectors. One definition for the encoder's input and for scoring."""
-        text = self.item_text_table if items is None else self.item_text_table[items]
-        vectors = vectors + self.item_text_projection(text)
-        return vectors if self.item_token_bag is None else vectors + self.item_token_bag(items)
+    def item_text_part(self, items=None):
+        """The text part of each item (every item, or those in ``items``): its projected text embedding, plus its
+        learned token vectors. One definition for the encoder's input and for scoring."""
+        text = self.item_text_projection(self.item_text_table if items is None else self.item_text_table[items])
+        return text if self.item_token_bag is None else text + self.item_token_bag(items)
 
     def collaborative_user(self, item_seq, item_seq_len):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
         hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
         if self.collaborative_item_text:
-            hidden = self.with_item_text(hidden, item_seq)
+            hidden = hidden + self.item_text_part(item_seq)
         hidden = self.sequence_dropout(self.sequence_norm(hidden))
         mask = self.get_attention_mask(item_seq)
         output = self.sequence_encoder(hidden, mask, output_all_encoded_layers=True)[-1]

@@ -19,7 +19,8 @@ _RULES = {
     "use_collaborative": (bool, lambda v: True, "true or false"),
     "collaborative_item_text": (bool, lambda v: True, "true or false"),
     "learned_item_text_tokens": (bool, lambda v: True, "true or false"),
-    "collaborative_item_text_in_scoring": (bool, lambda v: True, "true or false"),
+    "collaborative_item_text_in_scoring": ((bool, str), lambda v: v in (True, False, "by_popularity"),
+                                           "true, false or by_popularity"),
     "contrastive_weight": ((int, float), lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: off)"),
     "contrastive_temperature": ((int, float), lambda v: v > 0, "a number > 0"),
     "collaborative_initializer_range": ((int, float, type(None)), lambda v: v is None or v > 0,
@@ -59,7 +60,8 @@ class ConfigValueError(ValueError):
 
 def check_value(key, value, types, predicate, meaning):
     # bool is an int in Python: an integer key must not accept True/False silently
-    wrong_type = not isinstance(value, types) or (isinstance(value, bool) and types is not bool)
+    accepts_bool = bool in (types if isinstance(types, tuple) else (types,))
+    wrong_type = not isinstance(value, types) or (isinstance(value, bool) and not accepts_bool)
     if wrong_type or not predicate(value):
         raise ConfigValueError(f"config key {key}={value!r} is invalid: expected {meaning} "
                                f"(set it in a yaml or as --{key}=...)")

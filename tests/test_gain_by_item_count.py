@@ -4,7 +4,8 @@ from recbole.data import create_dataset
 
 import gain_by_item_count  # benchmarks/, on the path through conftest
 from conftest import toy_dataset_config
-from gain_by_item_count import counts_of_test_items, gain_by_item_count as by_count, group_labels, training_counts
+from gain_by_item_count import counts_of_test_items, gain_by_item_count as by_count, group_labels
+from rporec_recbole.item_popularity import training_counts
 from rporec_recbole.per_user import paired_test
 
 # Each user's items in time order: leave-one-out puts the last in test, the one before in valid, the rest in train.

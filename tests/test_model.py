@@ -12,6 +12,7 @@ from recbole.trainer import Trainer
 from conftest import RUNNER, mini_config, mini_model
 from rporec_recbole import Config, RPORec, RPORecTrainer, get_model, get_trainer, run_recbole_rporec
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint, load_config_dict
+from rporec_recbole.item_popularity import popularity_bands, training_counts
 from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
 
 METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
@@ -402,3 +403,44 @@ def test_collaborative_initializer_range_initialises_the_branch_as_sasrec_and_no
         assert torch.equal(model.get_parameter(name), default.get_parameter(name)), name
     with pytest.raises(ValueError, match="collaborative_initializer_range=-1 is invalid"):
         mini_model(mini_movielens, tmp_path, collaborative_initializer_range=-1)
+
+
+def test_item_text_in_scoring_by_popularity_learns_one_share_of_the_text_per_popularity_band(mini_movielens,
+                                                                                           tmp_path):
+    """``collaborative_item_text_in_scoring=by_popularity``: an item's scoring vector is its ID embedding plus a
+    learned share of its text part, one share per popularity band of the item's training count, starting at 0 (ID
+    scoring); a band's share moves exactly that band's items, by their text part; training reaches the shares, the
+    text still enters the encoder's input, and a run trains, saves, reloads and tests."""
+    overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True,
+                 "collaborative_item_text_in_scoring": "by_popularity", "train_batch_size": 64}
+    _, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, **overrides)
+    model.eval()
+    bands = model.item_popularity_band
+    assert torch.equal(bands, popularity_bands(training_counts(train_data._dataset)))
+    assert len(set(bands.tolist())) > 2  # the slice spreads its items over several bands
+    assert torch.equal(model.collaborative_items(), model.item_embedding.weight)
+
+    band = int(bands[1:].mode().values)
+    with torch.no_grad():
+        model.item_text_score_share[band] = 0.5
+    moved = model.collaborative_items() - model.item_embedding.weight
+    changed = moved.abs().sum(1) > 0
+    assert torch.equal(changed, bands == band)
+    text = model.item_text_projection(model.item_text_table)
+    assert torch.allclose(moved[changed], 0.5 * text[changed])
+
+    batch = next(iter(train_data))
+    seq, seq_len = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    user = model.collaborative_user(seq, seq_len)
+    model.item_text_table[int(seq[0, 0])] = torch.randn(model.item_text_table.shape[1],
+                                                        generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(model.collaborative_user(seq, seq_len)[0], user[0])
+
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert model.item_text_score_share.grad[bands.unique()].abs().sum() > 0
+
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
+    assert list(result["test_result"]) == METRICS
+    with pytest.raises(ValueError, match="collaborative_item_text_in_scoring='sometimes' is invalid"):
+        mini_model(mini_movielens, tmp_path, collaborative_item_text_in_scoring="sometimes")
