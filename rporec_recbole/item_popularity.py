@@ -20,7 +20,7 @@ def training_counts(train):
 
 
 def popularity_bands(counts, n_bands=POPULARITY_BANDS):
-    """The band of each count: its bit length (0 -> 0, 1 -> 1, 2-3 -> 2, 4-7 -> 3, ...), at most ``n_bands - 1``."""
-    counts = torch.as_tensor(counts, dtype=torch.long)
-    bit_length = torch.where(counts > 0, torch.floor(torch.log2(counts.clamp_min(1).double())).long() + 1, 0)
-    return bit_length.clamp_max(n_bands - 1)
+    """The band of each count: its bit length (0 -> 0, 1 -> 1, 2-3 -> 2, 4-7 -> 3, ...), at most ``n_bands - 1``,
+    i.e. how many of the band edges 1, 2, 4, ..., 2**(n_bands - 2) it reaches (exact in integers)."""
+    edges = 2 ** torch.arange(n_bands - 1)
+    return torch.searchsorted(edges, torch.as_tensor(counts, dtype=torch.long), right=True)
