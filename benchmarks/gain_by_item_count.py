@@ -16,7 +16,8 @@ import sys
 
 from recbole.data import create_dataset
 
-from rporec_recbole.comparison import folder_rows, paired_values, parse_command, parse_pair, per_user_results
+from rporec_recbole.comparison import (paired_values, pairs_and_rows_of_command_line, parse_command,
+                                       per_user_results)
 from rporec_recbole.config import Config
 from rporec_recbole.item_popularity import training_counts
 from rporec_recbole.per_user import paired_test
@@ -91,13 +92,7 @@ def main(argv=None):
         edges = []
     if not edges or edges != sorted(set(edges)) or edges[0] <= 0:
         parser.error("--edges must be increasing positive counts")
-    try:
-        pairs = [parse_pair(pair) for pair in args.pair]
-    except ValueError as err:
-        parser.error(f"--pair: {err}")
-    rows = folder_rows(args.out_dir)
-    if not rows:
-        parser.error(f"no rows in {args.out_dir}/rows")
+    pairs, rows = pairs_and_rows_of_command_line(parser, args.pair, args.out_dir)
     counts = counts_of_test_items(split_config(rows))
     results = per_user_results(rows, args.out_dir)
     for row, against in pairs:

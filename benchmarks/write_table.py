@@ -11,7 +11,7 @@ pool.
 """
 import argparse
 
-from rporec_recbole.comparison import (add_folder_pairs, folder_rows, parse_pair, refuse_unfit_folder,
+from rporec_recbole.comparison import (add_folder_pairs, pairs_and_rows_of_command_line, refuse_unfit_folder,
                                        write_folder_outputs)
 
 
@@ -20,13 +20,7 @@ def main(argv=None):
     parser.add_argument("out_dir")
     parser.add_argument("--pair", action="append", default=[], metavar="ROW:AGAINST")
     args = parser.parse_args(argv)
-    try:
-        pairs = [parse_pair(pair) for pair in args.pair]
-    except ValueError as err:
-        parser.error(f"--pair: {err}")
-    rows = folder_rows(args.out_dir)
-    if not rows:
-        parser.error(f"no rows in {args.out_dir}/rows")
+    pairs, rows = pairs_and_rows_of_command_line(parser, args.pair, args.out_dir)
     names = {row["model"] for row in rows}
     unknown = sorted(name for pair in pairs for name in pair if name.removesuffix(" stage 1") not in names)
     if unknown:

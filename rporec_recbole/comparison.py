@@ -479,6 +479,19 @@ def parse_pair(text):
     return parts
 
 
+def pairs_and_rows_of_command_line(parser, pair_texts, out_dir):
+    """The ``--pair`` texts parsed and the folder's rows, for a script that reads a comparison folder;
+    ``parser.error`` on a text that is not ``ROW:AGAINST`` or a folder without rows."""
+    try:
+        pairs = [parse_pair(text) for text in pair_texts]
+    except ValueError as err:
+        parser.error(f"--pair: {err}")
+    rows = folder_rows(out_dir)
+    if not rows:
+        parser.error(f"no rows in {out_dir}/rows")
+    return pairs, rows
+
+
 def folder_pairs(out_dir):
     """The paired tests a folder's table asks for beyond the automatic ones (e.g. between rows of different
     suffixes): the ``ROW:AGAINST`` lines of its pairs.txt. ValueError naming a line that is not one."""
