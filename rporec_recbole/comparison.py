@@ -47,7 +47,8 @@ VARIANTS = {
 SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "text_embedder": "llm",
                         "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False,
                         "contrastive_weight": 0.0, "contrastive_temperature": 1.0, "learned_item_text_tokens": False,
-                        "collaborative_initializer_range": None, "collaborative_item_text_in_scoring": True}
+                        "collaborative_initializer_range": None, "collaborative_item_text_in_scoring": True,
+                        "item_text_share_on_valid": False}
 # Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
 SETTINGS_WITHOUT_EFFECT_ON_RESULTS = {"rl_trim_heap_mb"}
 # Settings read only while another one (their switch) is on: with the switch off they cannot change a result, so they
@@ -193,6 +194,8 @@ def make_row(spec, result, total_seconds):
         "device": result["device"], "command": spec["command"], "key": spec["key"],
         "checkpoint": result["checkpoint"],  # where this machine keeps the row's weights
     }
+    if result.get("band_shares"):
+        row["band_shares"] = result["band_shares"]
     if result["stage_results"]:  # RPORec with RL: stage 1 (initial policy) next to stage 2, for the ablation table
         row["stage_results"] = {stage: {split: {k: float(v) for k, v in metrics.items()}
                                         for split, metrics in splits.items() if metrics}

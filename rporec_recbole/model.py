@@ -130,6 +130,9 @@ class RPORec(SequentialRecommender):
         self.collaborative_item_text = config["collaborative_item_text"] and self.use_collaborative
         # True, False or "by_popularity" (False without text-aware items)
         self.item_text_in_scoring = self.collaborative_item_text and config["collaborative_item_text_in_scoring"]
+        if config["item_text_share_on_valid"] and self.item_text_in_scoring != "by_popularity":
+            raise ValueError("item_text_share_on_valid chooses the text share of each popularity band: set "
+                             "collaborative_item_text=True and collaborative_item_text_in_scoring=by_popularity")
         if config["learned_item_text_tokens"] and not self.collaborative_item_text:
             raise ValueError("learned_item_text_tokens adds to text-aware collaborative items: set "
                              "collaborative_item_text=True and use_collaborative=True")

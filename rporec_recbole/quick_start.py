@@ -154,6 +154,8 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         # each test user's top-k hits: {"test": ...}, or {"stage1": ..., "stage2": ...} after RL
         "per_user_test": dict(zip(list(getattr(trainer, "stage_results", {})) or ["test"], recorder.evaluations)),
         "phases": phases,
+        # with item_text_share_on_valid: each popularity band's text share, learned and chosen on valid
+        "band_shares": getattr(trainer, "chosen_band_shares", None),
         "outputs": outputs,
         "device": describe_device(config["device"]),
     }

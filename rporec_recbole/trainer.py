@@ -25,6 +25,7 @@ from recbole.trainer import Trainer
 from tqdm import tqdm
 
 from rporec_recbole.answer_forcing import generate_with_forced_answer
+from rporec_recbole.band_shares import ValidScores, choose_band_shares
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint
 from rporec_recbole.generation import GenerationEngine
 from rporec_recbole.model import ReasoningTable
@@ -247,6 +248,30 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         result = super().evaluate(valid_data, load_best_model=False) if valid_data else None
         return (result or {}).get(self.valid_metric), result
 
+    def _choose_band_shares(self, valid_data):
+        """Replace the learned text share of each popularity band by the one chosen on valid (``band_shares.py``),
+        save it into the stage-1 checkpoint that evaluations reload, and return the valid result it gives."""
+        if self.accelerator.is_main_process:
+            model = self.model
+            with self.phases("text shares chosen on valid"):
+                scores = ValidScores.collect(model, valid_data)
+                learned = model.item_text_score_share.detach().cpu().clone()
+                shares, before, after = choose_band_shares(scores, model.item_popularity_band, learned,
+                                                           self.valid_metric)
+            model.item_text_score_share.data.copy_(shares.to(model.item_text_score_share.device))
+            self.logger.info(f"text share per popularity band, learned: {learned.tolist()}")
+            self.logger.info(f"text share per popularity band, chosen on valid: {shares.tolist()} "
+                             f"({self.valid_metric} {before:.4f} -> {after:.4f})")
+            self.chosen_band_shares = {"learned": learned.tolist(), "chosen": shares.tolist(),
+                                       f"valid {self.valid_metric}": [before, after]}
+            self._save_checkpoint(self.best_epoch if self.best_epoch is not None else -1, verbose=False)
+            self.stage1_checkpoint = self.saved_model_file
+        if self.accelerator.num_processes > 1:
+            state = self.model.state_dict() if self.accelerator.is_main_process else None
+            self.model.load_state_dict(broadcast_object_list([state])[0])
+        result = super().evaluate(valid_data, load_best_model=False)
+        return result.get(self.valid_metric), result
+
     def _stage2(self, train_data):
         """GRPO, then switch to the tuned policy: a new reasoning table, filled from its own store namespace."""
         from rporec_recbole.grpo_trainer import run_rl_stage
@@ -315,6 +340,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
             result = self._load_stage1(stage1_folder, valid_data)
         else:
             result = self._stage1(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            if self.config["item_text_share_on_valid"] and valid_data:
+                result = self._choose_band_shares(valid_data)
         if not self.config["rl"]:
             return result
         self.stage_results = {"stage1": {"valid": result[1]}, "stage2": {}}

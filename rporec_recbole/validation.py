@@ -21,6 +21,7 @@ _RULES = {
     "learned_item_text_tokens": (bool, lambda v: True, "true or false"),
     "collaborative_item_text_in_scoring": ((bool, str), lambda v: v in (True, False, "by_popularity"),
                                            "true, false or by_popularity"),
+    "item_text_share_on_valid": (bool, lambda v: True, "true or false"),
     "contrastive_weight": ((int, float), lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: off)"),
     "contrastive_temperature": ((int, float), lambda v: v > 0, "a number > 0"),
     "collaborative_initializer_range": ((int, float, type(None)), lambda v: v is None or v > 0,

@@ -1,0 +1,95 @@
+"""Each popularity band's share of the text in scoring, chosen on the validation split (``item_text_share_on_valid``).
+
+With ``collaborative_item_text_in_scoring: by_popularity`` an item scores ``u . (id_i + share[band(i)] * text_i)``.
+Shares learned from the training loss rise with popularity (comparison record, session 31): under CE over all items
+a rare item is a negative in nearly every step and a target in almost none, so its band learns "less text", while
+text in scoring is what ranks rare test items. After stage 1 this replaces the learned shares by those that maximise
+the valid metric. Scores are linear in the shares, ``base + share[band] * text``, so both parts are computed once and
+each candidate costs one rank count over the stored scores.
+"""
+
+import torch
+
+# Candidate shares, in units of the largest learned share: the learned ones are small (~0.1-0.2) because the text
+# projection, trained with them, carries the scale. Coordinate ascent over bands, rarest first, repeated SWEEPS times.
+SHARE_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+SWEEPS = 2
+
+
+def metric_from_ranks(metric, ranks):
+    """Mean of ``metric`` (RecBole's name, e.g. ``ndcg@10``) over rows whose single target sits at 0-based ``ranks``."""
+    name, k = metric.lower().split("@")
+    hit = ranks < int(k)
+    if name in ("hit", "recall"):
+        values = hit.double()
+    elif name == "ndcg":
+        values = hit / torch.log2(ranks.double() + 2)
+    elif name == "mrr":
+        values = hit / (ranks.double() + 1)
+    else:
+        raise ValueError(f"item_text_share_on_valid selects on hit, recall, ndcg or mrr, not {metric}")
+    return values.mean().item()
+
+
+class ValidScores:
+    """Each valid row's full-ranking scores split into ``base`` (every share 0) and ``text`` (its factor), and the
+    row's target; the padding item 0 never ranks, as in RecBole's full-sort evaluation."""
+
+    def __init__(self, base, text, targets):
+        base[:, 0] = -torch.inf
+        text[:, 0] = 0.0
+        self.base, self.text, self.targets = base, text, targets
+
+    @classmethod
+    @torch.no_grad()
+    def collect(cls, model, valid_data):
+        bases, texts, targets = [], [], []
+        shares = model.item_text_score_share.detach().clone()
+        model.eval()
+        try:
+            for interaction, _, _, positive_i in valid_data:
+                interaction = interaction.to(model.item_embedding.weight.device)
+                users = model(interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN])
+                model.item_text_score_share.zero_()
+                bases.append(model.score(users).float().cpu())
+                texts.append((users[1] @ model.item_text_part().T).float().cpu())
+                model.item_text_score_share.copy_(shares)
+                targets.append(positive_i.cpu())
+        finally:
+            model.item_text_score_share.copy_(shares)
+        return cls(torch.cat(bases), torch.cat(texts), torch.cat(targets))
+
+    def ranks(self, item_shares, rows=4096):
+        """0-based rank of each row's target under per-item shares ``item_shares`` (ties count in its favour)."""
+        out = []
+        for start in range(0, len(self.targets), rows):
+            part = slice(start, start + rows)
+            scores = torch.addcmul(self.base[part], self.text[part], item_shares)
+            target_scores = scores.gather(1, self.targets[part].unsqueeze(1))
+            out.append((scores > target_scores).sum(1))
+        return torch.cat(out)
+
+
+def choose_band_shares(valid_scores, item_bands, learned_shares, metric):
+    """Coordinate ascent on the valid ``metric`` over each populated band's share, starting at the learned shares.
+
+    Returns ``(shares, metric at the learned shares, metric at the chosen shares)``; a band moves only when the
+    metric strictly improves, so the result is never below the start on valid.
+    """
+    shares = learned_shares.detach().float().cpu().clone()
+    bands = item_bands.cpu()
+    unit = shares.abs().max().item() or 1.0
+
+    def evaluate(candidate):
+        return metric_from_ranks(metric, valid_scores.ranks(candidate[bands]))
+
+    start = best = evaluate(shares)
+    for _ in range(SWEEPS):
+        for band in torch.unique(bands[1:]).tolist():  # item 0 is padding
+            for multiple in SHARE_GRID:
+                candidate = shares.clone()
+                candidate[band] = multiple * unit
+                value = evaluate(candidate)
+                if value > best:
+                    shares, best = candidate, value
+    return shares, start, best

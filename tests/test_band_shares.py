@@ -1,0 +1,90 @@
+"""Each popularity band's text share chosen on valid (``item_text_share_on_valid``): the rank math, the search,
+and a run that saves the chosen shares into the checkpoint its test evaluation reloads."""
+import math
+
+import pytest
+import torch
+
+from conftest import mini_config, mini_model
+from rporec_recbole import run_recbole_rporec
+from rporec_recbole.band_shares import ValidScores, choose_band_shares, metric_from_ranks
+from rporec_recbole.checkpoint import load_checkpoint
+
+
+def test_metric_from_ranks_scores_a_single_target_per_row():
+    ranks = torch.tensor([0, 1, 9, 10])
+    assert metric_from_ranks("ndcg@10", ranks) == pytest.approx((1 + 1 / math.log2(3) + 1 / math.log2(11)) / 4)
+    assert metric_from_ranks("Hit@10", ranks) == metric_from_ranks("recall@10", ranks) == 0.75
+    assert metric_from_ranks("mrr@2", ranks) == pytest.approx((1 + 0.5) / 4)
+    with pytest.raises(ValueError, match="not precision@10"):
+        metric_from_ranks("precision@10", ranks)
+
+
+def test_ranks_count_the_items_above_the_target_under_per_item_shares_and_never_the_padding_item():
+    base = torch.tensor([[9.0, 1.0, 2.0, 3.0], [9.0, 3.0, 2.0, 1.0]])
+    text = torch.tensor([[5.0, 2.0, 0.0, 0.0], [5.0, 0.0, 0.0, 1.0]])
+    scores = ValidScores(base, text, targets=torch.tensor([1, 3]))
+    assert scores.ranks(torch.zeros(4)).tolist() == [2, 2]  # item 0's score 9 does not count
+    # share 1 for item 1 only: row 0's target scores 3, level with item 3 (a tie counts in the target's favour)
+    assert scores.ranks(torch.tensor([1.0, 1.0, 0.0, 0.0])).tolist() == [0, 2]
+    assert scores.ranks(torch.tensor([0.0, 0.0, 0.0, 3.0]), rows=1).tolist() == [2, 0]
+
+
+def test_choose_band_shares_raises_a_band_whose_text_ranks_its_targets_and_leaves_a_misleading_band_alone():
+    """Band 1's targets win with more text; band 2's text favours wrong items, so its share stays; the result is
+    never below the learned start on valid."""
+    generator = torch.Generator().manual_seed(0)
+    rows, items = 200, 30
+    bands = torch.tensor([0] + [1] * 10 + [2] * 19)
+    base = torch.randn(rows, items, generator=generator)
+    text = torch.randn(rows, items, generator=generator).abs()
+    targets = torch.randint(1, 11, (rows,), generator=generator)  # every target is in band 1
+    text[torch.arange(rows), targets] += 3.0  # band 1's text points at the target
+    learned = torch.tensor([0.0, 0.1, 0.2])
+    shares, before, after = choose_band_shares(ValidScores(base, text, targets), bands, learned, "ndcg@10")
+    assert shares[1] > learned[1]
+    assert shares[2] <= learned[2]  # band 2's text only lifts wrong items
+    assert after > before
+    assert before == pytest.approx(metric_from_ranks("ndcg@10", ValidScores(base, text, targets).ranks(
+        learned[bands])))
+    # the grid scales with the largest starting share, so a second search can move on, never down
+    _, start, end = choose_band_shares(ValidScores(base, text, targets), bands, shares, "ndcg@10")
+    assert start == pytest.approx(after) and end >= start
+
+
+RUN_OVERRIDES = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True,
+                 "collaborative_item_text_in_scoring": "by_popularity", "item_text_share_on_valid": True, "epochs": 2}
+
+
+def test_run_searches_the_shares_on_valid_and_reports_them(mini_movielens, tmp_path):
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
+                                                                            **RUN_OVERRIDES))
+    chosen = result["band_shares"]
+    before, after = chosen["valid ndcg@10"]
+    assert after >= before
+    assert result["best_valid_result"]["ndcg@10"] == pytest.approx(after, abs=5e-5)  # RecBole prints 4 decimals
+    assert len(chosen["learned"]) == len(chosen["chosen"]) == len(load_checkpoint(result["checkpoint"])[0][
+        "item_text_score_share"])
+
+
+def test_run_tests_the_model_that_holds_the_chosen_shares(mini_movielens, tmp_path, monkeypatch):
+    """Shares the search would not find on 40 users (the learned ones + 1) reach the saved checkpoint that the test
+    evaluation reloads, and RecBole's valid evaluation of them matches what the search measured."""
+    def shifted_search(valid_scores, item_bands, learned_shares, metric):
+        shares = learned_shares + 1.0
+        measure = lambda s: metric_from_ranks(metric, valid_scores.ranks(s[item_bands]))  # noqa: E731
+        return shares, measure(learned_shares), measure(shares)
+
+    monkeypatch.setattr("rporec_recbole.trainer.choose_band_shares", shifted_search)
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
+                                                                            **RUN_OVERRIDES))
+    chosen = result["band_shares"]
+    assert chosen["chosen"] == pytest.approx([share + 1.0 for share in chosen["learned"]])
+    assert result["best_valid_result"]["ndcg@10"] == pytest.approx(chosen["valid ndcg@10"][1], abs=5e-5)
+    saved = load_checkpoint(result["checkpoint"])[0]["item_text_score_share"]
+    assert saved.tolist() == pytest.approx(chosen["chosen"])
+
+
+def test_item_text_share_on_valid_needs_shares_by_popularity(mini_movielens, tmp_path):
+    with pytest.raises(ValueError, match="collaborative_item_text_in_scoring=by_popularity"):
+        mini_model(mini_movielens, tmp_path, collaborative_item_text=True, item_text_share_on_valid=True)
