@@ -248,7 +248,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         result = super().evaluate(valid_data, load_best_model=False) if valid_data else None
         return (result or {}).get(self.valid_metric), result
 
-    def _choose_band_shares(self, valid_data):
+    def _choose_band_shares(self, valid_data, saved):
         """Replace the learned text share of each popularity band by the one chosen on valid (``band_shares.py``),
         save it into the stage-1 checkpoint that evaluations reload, and return the valid result it gives."""
         if self.accelerator.is_main_process:
@@ -264,8 +264,9 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
                              f"({self.valid_metric} {before:.4f} -> {after:.4f})")
             self.chosen_band_shares = {"learned": learned.tolist(), "chosen": shares.tolist(),
                                        f"valid {self.valid_metric}": [before, after]}
-            self._save_checkpoint(self.best_epoch if self.best_epoch is not None else -1, verbose=False)
-            self.stage1_checkpoint = self.saved_model_file
+            if saved:
+                self._save_checkpoint(self.best_epoch if self.best_epoch is not None else -1, verbose=False)
+                self.stage1_checkpoint = self.saved_model_file
         if self.accelerator.num_processes > 1:
             state = self.model.state_dict() if self.accelerator.is_main_process else None
             self.model.load_state_dict(broadcast_object_list([state])[0])
@@ -341,7 +342,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         else:
             result = self._stage1(train_data, valid_data, verbose, saved, show_progress, callback_fn)
             if self.config["item_text_share_on_valid"] and valid_data:
-                result = self._choose_band_shares(valid_data)
+                result = self._choose_band_shares(valid_data, saved)
         if not self.config["rl"]:
             return result
         self.stage_results = {"stage1": {"valid": result[1]}, "stage2": {}}

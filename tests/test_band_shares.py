@@ -85,6 +85,13 @@ def test_run_tests_the_model_that_holds_the_chosen_shares(mini_movielens, tmp_pa
     assert saved.tolist() == pytest.approx(chosen["chosen"])
 
 
+def test_run_without_saving_chooses_the_shares_and_writes_no_checkpoint(mini_movielens, tmp_path):
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
+                                                                            **RUN_OVERRIDES), saved=False)
+    assert result["checkpoint"] is None and result["band_shares"]["chosen"]
+    assert not list((tmp_path / "saved").rglob("model.safetensors"))
+
+
 def test_item_text_share_on_valid_needs_shares_by_popularity(mini_movielens, tmp_path):
     with pytest.raises(ValueError, match="collaborative_item_text_in_scoring=by_popularity"):
         mini_model(mini_movielens, tmp_path, collaborative_item_text=True, item_text_share_on_valid=True)
