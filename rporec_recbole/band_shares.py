@@ -6,14 +6,21 @@ a rare item is a negative in nearly every step and a target in almost none, so i
 text in scoring is what ranks rare test items. After stage 1 this replaces the learned shares by those that maximise
 the valid metric. Scores are linear in the shares, ``base + share[band] * text``, so both parts are computed once and
 each candidate costs one rank count over the stored scores.
+
+The valid metric is sharply peaked in each share: the text part has a large component common to all users, so a
+band's share acts like a bias on all its items. On Beauty (``benchmarks/band_share_scan.py``, comparison record,
+session 34) moving one band by half the largest share costs up to 0.008 NDCG@10 and every move of that size loses,
+so the search takes small steps around the current shares rather than a grid over the whole range.
 """
 
 import torch
 
-# Candidate shares, in units of the largest learned share: the learned ones are small (~0.1-0.2) because the text
-# projection, trained with them, carries the scale. Coordinate ascent over bands, rarest first, repeated SWEEPS times.
-SHARE_GRID = (-1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
-SWEEPS = 2
+# Steps tried from a band's current share, in units of the largest learned share: the learned ones are small (~0.1-0.2)
+# because the text projection, trained with them, carries the scale. Coordinate ascent over bands, rarest first,
+# repeated SWEEPS times (on Beauty a second sweep of these steps still gained 0.00015 NDCG@10 on valid; a sweep
+# costs one rank count per band and step, ~100 s there).
+SHARE_STEPS = (-0.2, -0.1, -0.05, -0.025, -0.01, 0.01, 0.025, 0.05, 0.1, 0.2)
+SWEEPS = 3
 
 
 def metric_from_ranks(metric, ranks):
@@ -71,7 +78,8 @@ class ValidScores:
 
 
 def choose_band_shares(valid_scores, item_bands, learned_shares, metric):
-    """Coordinate ascent on the valid ``metric`` over each populated band's share, starting at the learned shares.
+    """Coordinate ascent on the valid ``metric`` over each populated band's share, starting at the learned shares and
+    trying ``SHARE_STEPS`` from the current share of one band at a time.
 
     Returns ``(shares, metric at the learned shares, metric at the chosen shares)``; a band moves only when the
     metric strictly improves, so the result is never below the start on valid.
@@ -86,9 +94,10 @@ def choose_band_shares(valid_scores, item_bands, learned_shares, metric):
     start = best = evaluate(shares)
     for _ in range(SWEEPS):
         for band in torch.unique(bands[1:]).tolist():  # item 0 is padding
-            for multiple in SHARE_GRID:
+            current = shares[band].item()
+            for step in SHARE_STEPS:
                 candidate = shares.clone()
-                candidate[band] = multiple * unit
+                candidate[band] = current + step * unit
                 value = evaluate(candidate)
                 if value > best:
                     shares, best = candidate, value

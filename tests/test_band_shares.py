@@ -47,9 +47,27 @@ def test_choose_band_shares_raises_a_band_whose_text_ranks_its_targets_and_leave
     assert after > before
     assert before == pytest.approx(metric_from_ranks("ndcg@10", ValidScores(base, text, targets).ranks(
         learned[bands])))
-    # the grid scales with the largest starting share, so a second search can move on, never down
+    # the steps scale with the largest starting share, so a second search can move on, never down
     _, start, end = choose_band_shares(ValidScores(base, text, targets), bands, shares, "ndcg@10")
     assert start == pytest.approx(after) and end >= start
+
+
+class PeakedScores:
+    """Ranks that put every row's target first only while item 1's share is within 0.02 of 0.25, else at rank 20:
+    the narrow peak of Beauty's valid surface (session 34)."""
+    targets = torch.zeros(4, dtype=torch.long)
+
+    def ranks(self, item_shares):
+        return torch.full((4,), 0 if abs(item_shares[1].item() - 0.25) < 0.02 else 20)
+
+
+def test_choose_band_shares_finds_a_peak_narrower_than_half_the_largest_share():
+    """Regression: the first search tried 0, 0.5, 1, 1.5, ... times the largest learned share (0.2 here: 0.2, 0.3),
+    both off this peak, so it kept the learned shares; steps from the current share reach 0.24."""
+    bands = torch.tensor([0, 1, 2])
+    shares, before, after = choose_band_shares(PeakedScores(), bands, torch.tensor([0.0, 0.2, 0.1]), "ndcg@10")
+    assert before == 0.0 and after == 1.0
+    assert abs(shares[1].item() - 0.25) < 0.02 and shares[2].item() == pytest.approx(0.1)
 
 
 RUN_OVERRIDES = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True,
