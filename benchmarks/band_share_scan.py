@@ -1,4 +1,4 @@
-"""The valid metric around a run's text shares per popularity band: one band moved at a time over the search grid.
+"""The valid metric around a run's text shares per popularity band: one band moved at a time.
 
     python benchmarks/band_share_scan.py --checkpoint=saved/compare-runs/<row>/<RPORec-time>
 
@@ -32,7 +32,7 @@ def main():
     bands = model.item_popularity_band.cpu()
     unit = shares.abs().max().item() or 1.0
     at_checkpoint = metric_from_ranks(metric, scores.ranks(shares[bands]))
-    print(f"{metric} on valid at the checkpoint's shares: {at_checkpoint:.5f}; grid unit {unit:.4f}")
+    print(f"{metric} on valid at the checkpoint's shares: {at_checkpoint:.5f}; unit (the largest share) {unit:.4f}")
     print(f"| band | items | valid targets | share | " + " | ".join(f"{m:+g}" for m in OFFSETS) + " |")
     print("|---" * (4 + len(OFFSETS)) + "|")
     target_bands = bands[scores.targets]
