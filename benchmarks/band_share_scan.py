@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from rporec_recbole.band_shares import SHARE_STEPS, ValidScores, metric_from_ranks
+from rporec_recbole.band_shares import SHARE_STEPS, ValidScores
 from rporec_recbole.quick_start import load_run
 
 OFFSETS = (-1.0, -0.5) + SHARE_STEPS + (0.5, 1.0, 2.0)  # the search's steps and some far beyond them
@@ -31,7 +31,7 @@ def main():
     shares = model.item_text_score_share.detach().float().cpu()
     bands = model.item_popularity_band.cpu()
     unit = shares.abs().max().item() or 1.0
-    at_checkpoint = metric_from_ranks(metric, scores.ranks(shares[bands]))
+    at_checkpoint = scores.metric(metric, shares, bands)
     print(f"{metric} on valid at the checkpoint's shares: {at_checkpoint:.5f}; unit (the largest share) {unit:.4f}")
     print(f"| band | items | valid targets | share | " + " | ".join(f"{m:+g}" for m in OFFSETS) + " |")
     print("|---" * (4 + len(OFFSETS)) + "|")
@@ -41,7 +41,7 @@ def main():
         for offset in OFFSETS:
             candidate = shares.clone()
             candidate[band] += offset * unit
-            value = metric_from_ranks(metric, scores.ranks(candidate[bands]))
+            value = scores.metric(metric, candidate, bands)
             cells.append(f"{value - at_checkpoint:+.5f}")
         print(f"| {band} | {int((bands[1:] == band).sum())} | {int((target_bands == band).sum())} | "
               f"{shares[band].item():.3f} | " + " | ".join(cells) + " |")

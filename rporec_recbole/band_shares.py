@@ -75,6 +75,10 @@ class ValidScores:
             out.append((scores > target_scores).sum(1))
         return torch.cat(out)
 
+    def metric(self, metric, band_shares, item_bands):
+        """``metric`` (RecBole's name) over the rows when each item scores with its band's share in ``band_shares``."""
+        return metric_from_ranks(metric, self.ranks(band_shares[item_bands]))
+
 
 def choose_band_shares(valid_scores, item_bands, learned_shares, metric):
     """Coordinate ascent on the valid ``metric`` over each populated band's share, starting at the learned shares and
@@ -87,17 +91,14 @@ def choose_band_shares(valid_scores, item_bands, learned_shares, metric):
     bands = item_bands.cpu()
     unit = shares.abs().max().item() or 1.0
 
-    def evaluate(candidate):
-        return metric_from_ranks(metric, valid_scores.ranks(candidate[bands]))
-
-    start = best = evaluate(shares)
+    start = best = valid_scores.metric(metric, shares, bands)
     for _ in range(SWEEPS):
         for band in torch.unique(bands[1:]).tolist():  # item 0 is padding
             current = shares[band].item()
             for step in SHARE_STEPS:
                 candidate = shares.clone()
                 candidate[band] = current + step * unit
-                value = evaluate(candidate)
+                value = valid_scores.metric(metric, candidate, bands)
                 if value > best:
                     shares, best = candidate, value
     return shares, start, best

@@ -52,10 +52,12 @@ def test_choose_band_shares_raises_a_band_whose_text_ranks_its_targets_and_leave
     assert start == pytest.approx(after) and end >= start
 
 
-class PeakedScores:
+class PeakedScores(ValidScores):
     """Ranks that put every row's target first only while item 1's share is within 0.02 of 0.25, else at rank 20:
     the narrow peak of Beauty's valid surface (session 34)."""
-    targets = torch.zeros(4, dtype=torch.long)
+
+    def __init__(self):
+        self.targets = torch.zeros(4, dtype=torch.long)
 
     def ranks(self, item_shares):
         return torch.full((4,), 0 if abs(item_shares[1].item() - 0.25) < 0.02 else 20)
@@ -90,8 +92,8 @@ def test_run_tests_the_model_that_holds_the_chosen_shares(mini_movielens, tmp_pa
     evaluation reloads, and RecBole's valid evaluation of them matches what the search measured."""
     def shifted_search(valid_scores, item_bands, learned_shares, metric):
         shares = learned_shares + 1.0
-        measure = lambda s: metric_from_ranks(metric, valid_scores.ranks(s[item_bands]))  # noqa: E731
-        return shares, measure(learned_shares), measure(shares)
+        return (shares, valid_scores.metric(metric, learned_shares, item_bands),
+                valid_scores.metric(metric, shares, item_bands))
 
     monkeypatch.setattr("rporec_recbole.trainer.choose_band_shares", shifted_search)
     result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
