@@ -1,6 +1,8 @@
 """Each popularity band's share of the text in scoring, chosen on the validation split (``item_text_share_on_valid``).
 
-With ``collaborative_item_text_in_scoring: by_popularity`` an item scores ``u . (id_i + share[band(i)] * text_i)``.
+With ``collaborative_item_text_in_scoring: by_popularity`` an item scores ``u . (id_i + share[band(i)] * text_i)``;
+with ``False`` (text in the encoder's input only) training scores by ID, the shares staying at 0, and the search adds
+text to scoring from there.
 Shares learned from the training loss rise with popularity (comparison record, session 31): under CE over all items
 a rare item is a negative in nearly every step and a target in almost none, so its band learns "less text", while
 text in scoring is what ranks rare test items. After stage 1 this replaces the learned shares by those that maximise
@@ -16,7 +18,8 @@ so the search takes small steps around the current shares rather than a grid ove
 import torch
 
 # Steps tried from a band's current share, in units of the largest learned share: the learned ones are small (~0.1-0.2)
-# because the text projection, trained with them, carries the scale. Coordinate ascent over bands, rarest first,
+# because the text projection, trained with them, carries the scale. With no learned share (training scored by ID, the
+# shares all 0) the unit is 1: the text part and the ID embedding it is added to live in the same hidden space. Coordinate ascent over bands, rarest first,
 # repeated SWEEPS times; each candidate costs one rank count (3 sweeps took 163 s on Beauty, session 34).
 SHARE_STEPS = (-0.2, -0.1, -0.05, -0.025, -0.01, 0.01, 0.025, 0.05, 0.1, 0.2)
 SWEEPS = 3

@@ -8,7 +8,8 @@ the encoder's input and in scoring alike, so items with few interactions borrow 
 ``learned_item_text_tokens`` they also add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``,
 as SASRecF learns word embeddings for a text feature). ``collaborative_item_text_in_scoring`` says how much of that
 text each item's scoring vector holds: all of it, none (ID scoring, as SASRecF), or a learned share per popularity band
-of the item (``item_popularity``). With
+of the item (``item_popularity``), which ``item_text_share_on_valid`` replaces after stage 1 by shares chosen on
+valid (``band_shares``; from 0 when training scored by ID). With
 ``contrastive_weight`` the collaborative user vectors of samples sharing a target are pulled together (after DuoRec,
 ``rporec_recbole/contrastive.py``).
 """
@@ -130,9 +131,15 @@ class RPORec(SequentialRecommender):
         self.collaborative_item_text = config["collaborative_item_text"] and self.use_collaborative
         # True, False or "by_popularity" (False without text-aware items)
         self.item_text_in_scoring = self.collaborative_item_text and config["collaborative_item_text_in_scoring"]
-        if config["item_text_share_on_valid"] and self.item_text_in_scoring != "by_popularity":
+        share_on_valid = config["item_text_share_on_valid"]
+        if share_on_valid and (not self.collaborative_item_text or self.item_text_in_scoring is True):
             raise ValueError("item_text_share_on_valid chooses the text share of each popularity band: set "
-                             "collaborative_item_text=True and collaborative_item_text_in_scoring=by_popularity")
+                             "collaborative_item_text=True and collaborative_item_text_in_scoring=by_popularity "
+                             "(shares learned, then chosen) or False (ID scoring in training, shares then chosen)")
+        # ID scoring in training, text shares added on valid after it: the shares exist but stay at 0 while training
+        frozen_shares = share_on_valid and self.item_text_in_scoring is False
+        if frozen_shares:
+            self.item_text_in_scoring = "by_popularity"
         if config["learned_item_text_tokens"] and not self.collaborative_item_text:
             raise ValueError("learned_item_text_tokens adds to text-aware collaborative items: set "
                              "collaborative_item_text=True and use_collaborative=True")
@@ -188,7 +195,7 @@ class RPORec(SequentialRecommender):
             # the data, so rebuilt at load time; the shares start at 0, i.e. at ID scoring.
             bands = popularity_bands(training_counts(dataset))
             self.register_buffer("item_popularity_band", bands, persistent=False)
-            self.item_text_score_share = nn.Parameter(torch.zeros(POPULARITY_BANDS))
+            self.item_text_score_share = nn.Parameter(torch.zeros(POPULARITY_BANDS), requires_grad=not frozen_shares)
         self.item_token_bag = None
         if config["learned_item_text_tokens"]:
             tokens = tokenize_texts(tokenizer, self.item_texts, config["max_item_text_tokens"])

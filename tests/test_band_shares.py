@@ -87,18 +87,21 @@ def test_run_searches_the_shares_on_valid_and_reports_them(mini_movielens, tmp_p
         "item_text_score_share"])
 
 
-def test_run_tests_the_model_that_holds_the_chosen_shares(mini_movielens, tmp_path, monkeypatch):
+@pytest.mark.parametrize("in_scoring", ["by_popularity", False])
+def test_run_tests_the_model_that_holds_the_chosen_shares(mini_movielens, tmp_path, monkeypatch, in_scoring):
     """Shares the search would not find on 40 users (the learned ones + 1) reach the saved checkpoint that the test
-    evaluation reloads, and RecBole's valid evaluation of them matches what the search measured."""
+    evaluation reloads, and RecBole's valid evaluation of them matches what the search measured. With text in the
+    encoder's input only, the shares trained are all 0."""
     def shifted_search(valid_scores, item_bands, learned_shares, metric):
         shares = learned_shares + 1.0
         return (shares, valid_scores.metric(metric, learned_shares, item_bands),
                 valid_scores.metric(metric, shares, item_bands))
 
     monkeypatch.setattr("rporec_recbole.trainer.choose_band_shares", shifted_search)
-    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path,
-                                                                            **RUN_OVERRIDES))
+    overrides = dict(RUN_OVERRIDES, collaborative_item_text_in_scoring=in_scoring)
+    result = run_recbole_rporec("RPORec", "ml-mini", config_dict=mini_config(mini_movielens, tmp_path, **overrides))
     chosen = result["band_shares"]
+    assert (not any(chosen["learned"])) == (in_scoring is False)
     assert chosen["chosen"] == pytest.approx([share + 1.0 for share in chosen["learned"]])
     assert result["best_valid_result"]["ndcg@10"] == pytest.approx(chosen["valid ndcg@10"][1], abs=5e-5)
     saved = load_checkpoint(result["checkpoint"])[0]["item_text_score_share"]
@@ -112,6 +115,23 @@ def test_run_without_saving_chooses_the_shares_and_writes_no_checkpoint(mini_mov
     assert not list((tmp_path / "saved").rglob("model.safetensors"))
 
 
-def test_item_text_share_on_valid_needs_shares_by_popularity(mini_movielens, tmp_path):
+@pytest.mark.parametrize("collaborative_item_text, in_scoring", [(True, True), (False, "by_popularity")])
+def test_item_text_share_on_valid_needs_text_aware_items_not_all_text_in_scoring(
+        mini_movielens, tmp_path, collaborative_item_text, in_scoring):
     with pytest.raises(ValueError, match="collaborative_item_text_in_scoring=by_popularity"):
-        mini_model(mini_movielens, tmp_path, collaborative_item_text=True, item_text_share_on_valid=True)
+        mini_model(mini_movielens, tmp_path, collaborative_item_text=collaborative_item_text,
+                   collaborative_item_text_in_scoring=in_scoring, item_text_share_on_valid=True)
+
+
+def test_text_in_input_only_trains_with_id_scoring_and_frozen_zero_shares(mini_movielens, tmp_path):
+    """With ``collaborative_item_text_in_scoring=False`` the search starts from shares that training cannot move:
+    every item scores by its ID embedding exactly, as without the search, and a training step leaves the shares 0."""
+    _, model, splits = mini_model(mini_movielens, tmp_path, loss_type="CE", use_semantic=False,
+                                  collaborative_item_text=True, collaborative_item_text_in_scoring=False,
+                                  item_text_share_on_valid=True)
+    assert not model.item_text_score_share.requires_grad
+    assert torch.equal(model.collaborative_items(), model.item_embedding.weight)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.calculate_loss(next(iter(splits[0]))).backward()
+    optimizer.step()
+    assert model.item_text_score_share.grad is None and not model.item_text_score_share.any()
