@@ -19,8 +19,9 @@ import torch
 
 # Steps tried from a band's current share, in units of the largest learned share: the learned ones are small (~0.1-0.2)
 # because the text projection, trained with them, carries the scale. With no learned share (training scored by ID, the
-# shares all 0) the unit is 1: the text part and the ID embedding it is added to live in the same hidden space. Coordinate ascent over bands, rarest first,
-# repeated SWEEPS times; each candidate costs one rank count (3 sweeps took 163 s on Beauty, session 34).
+# shares all 0) the unit is 1: the text part and the ID embedding it is added to live in the same hidden space.
+# Coordinate ascent over bands, rarest first, repeated SWEEPS times; each candidate costs one rank count (3 sweeps took
+# 163 s on Beauty, session 34).
 SHARE_STEPS = (-0.2, -0.1, -0.05, -0.025, -0.01, 0.01, 0.025, 0.05, 0.1, 0.2)
 SWEEPS = 3
 
