@@ -248,9 +248,11 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         result = super().evaluate(valid_data, load_best_model=False) if valid_data else None
         return (result or {}).get(self.valid_metric), result
 
-    def _choose_band_shares(self, valid_data, saved):
+    def _choose_band_shares(self, valid_data, saved, result_before):
         """Replace the learned text share of each popularity band by the one chosen on valid (``band_shares.py``),
-        save it into the stage-1 checkpoint that evaluations reload, and return the valid result it gives."""
+        save it into the stage-1 checkpoint that evaluations reload, and return the valid result it gives.
+        ``result_before`` (stage 1's valid result) is kept whole: the comparison selects rows by a metric that may
+        not be ``valid_metric``."""
         if self.accelerator.is_main_process:
             model = self.model
             with self.phases("text shares chosen on valid"):
@@ -263,7 +265,8 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
             self.logger.info(f"text share per popularity band, chosen on valid: {shares.tolist()} "
                              f"({self.valid_metric} {before:.4f} -> {after:.4f})")
             self.chosen_band_shares = {"learned": learned.tolist(), "chosen": shares.tolist(),
-                                       f"valid {self.valid_metric}": [before, after]}
+                                       f"valid {self.valid_metric}": [before, after],
+                                       "valid before": dict(result_before or {})}
             if saved:
                 self._save_checkpoint(self.best_epoch if self.best_epoch is not None else -1, verbose=False)
                 self.stage1_checkpoint = self.saved_model_file
@@ -342,7 +345,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         else:
             result = self._stage1(train_data, valid_data, verbose, saved, show_progress, callback_fn)
             if self.config["item_text_share_on_valid"] and valid_data:
-                result = self._choose_band_shares(valid_data, saved)
+                result = self._choose_band_shares(valid_data, saved, result_before=result[1])
         if not self.config["rl"]:
             return result
         self.stage_results = {"stage1": {"valid": result[1]}, "stage2": {}}

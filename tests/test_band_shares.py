@@ -82,6 +82,7 @@ def test_run_searches_the_shares_on_valid_and_reports_them(mini_movielens, tmp_p
     chosen = result["band_shares"]
     before, after = chosen["valid ndcg@10"]
     assert after >= before
+    assert chosen["valid before"]["ndcg@10"] == pytest.approx(before, abs=5e-5)  # stage 1's result, kept whole
     assert result["best_valid_result"]["ndcg@10"] == pytest.approx(after, abs=5e-5)  # RecBole prints 4 decimals
     assert len(chosen["learned"]) == len(chosen["chosen"]) == len(load_checkpoint(result["checkpoint"])[0][
         "item_text_score_share"])

@@ -18,8 +18,8 @@ from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_READ_ONLY_
                                        SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS, ablation_pairs, chart_figure,
                                        check_folder_rows, command_key, folder_rows, headline, main, make_row,
                                        markdown_table, parse_overrides, reproduces, row_command, row_key,
-                                       row_run_settings, row_spec, significance, selected_on_valid, significance_table,
-                                       summarize, write_outputs)
+                                       row_run_settings, row_spec, SELECTION_VALID, significance, selected_on_valid,
+                                       significance_table, summarize, write_outputs)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -520,3 +520,16 @@ def test_the_headline_is_selected_by_valid_before_the_text_shares_were_fitted_to
     assert headline(summary) == ("Headline (the RPORec row with 3+ seeds and the highest valid NDCG@10): "
                                  "RPORec-searched, valid 0.0770 before the text shares were chosen on it (0.0800 "
                                  "after), test 0.0400, 1.00x SASRec.")
+
+
+def test_selection_reads_ndcg_before_the_search_when_the_search_chose_on_another_metric():
+    """Regression: with ``valid_metric: MRR@10`` the search stores its MRR pair; selection fell back to the NDCG@10
+    measured after the search. It now reads stage 1's whole valid result."""
+    searched = _seeded_rows("RPORec-searched", [(0.080, 0.040)] * 3)
+    for row in searched:
+        row["band_shares"] = {"learned": [0.1], "chosen": [0.2], "valid mrr@10": [0.030, 0.034],
+                              "valid before": {"mrr@10": 0.030, "ndcg@10": 0.070}}
+    summary = summarize(_seeded_rows("SASRec", [(0.06, 0.040)]) + searched
+                        + _seeded_rows("RPORec-plain", [(0.075, 0.044)] * 3))
+    assert [s[SELECTION_VALID] for s in summary if s["model"] == "RPORec-searched"] == [pytest.approx(0.070)]
+    assert selected_on_valid(summary)["model"] == "RPORec-plain"
