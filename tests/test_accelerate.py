@@ -28,5 +28,10 @@ def test_two_processes_make_the_same_update_as_one(tmp_path):
     assert one.keys() == two.keys() and len(one) > 0
     moved = [one[name].abs().max() > 1e-3 for name in one if "lora_B" in name]  # PEFT starts B at zero
     assert moved and all(moved), "the update did not move the adapter"
+    # Tolerance in units of one Adam step (the script's lr 1e-2): an entry whose two steps nearly cancel amplifies
+    # fp32 summation-order noise (2.3e-7 measured between 1 and 2 micro-batches on one Xeon, past the old 1e-6 on
+    # CI's machine), while normalising by each process's own tokens moves entries by 4e-2 (measured)
+    step = 1e-2
     for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-3 * step,
+                                   msg=lambda m: f"{name}: {m}")
