@@ -6,7 +6,7 @@ history over learned item-ID embeddings. Each branch, and the use of reasoning, 
 With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
 the encoder's input and in scoring alike, so items with few interactions borrow from their text; with
 ``learned_item_text_tokens`` they also add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``,
-as SASRecF learns word embeddings for a text feature). ``collaborative_item_text_in_scoring`` says how much of that
+as SASRecF learns word embeddings for a text feature; the LLM tokenizer's tokens, or with ``words`` the words). ``collaborative_item_text_in_scoring`` says how much of that
 text each item's scoring vector holds: all of it, none (ID scoring, as SASRecF), or a learned share per popularity band
 of the item (``item_popularity``), which ``item_text_share_on_valid`` replaces after stage 1 by shares chosen on
 valid (``band_shares``; from 0 when training scored by ID). With
@@ -32,7 +32,8 @@ from rporec_recbole.prompt import PromptBuilder
 from rporec_recbole.rec_head import RecHead
 from rporec_recbole.validation import validate_config
 from rporec_recbole.text_embedder import load_text_embedder
-from rporec_recbole.text_encoder import ItemTokenBag, StaticTextEncoder, mean_of_sums, tokenize_texts
+from rporec_recbole.text_encoder import (ItemTokenBag, StaticTextEncoder, mean_of_sums, split_words,
+                                         tokenize_texts)
 
 logger = logging.getLogger(__name__)
 
@@ -198,7 +199,9 @@ class RPORec(SequentialRecommender):
             self.item_text_score_share = nn.Parameter(torch.zeros(POPULARITY_BANDS), requires_grad=not frozen_shares)
         self.item_token_bag = None
         if config["learned_item_text_tokens"]:
-            tokens = tokenize_texts(tokenizer, self.item_texts, config["max_item_text_tokens"])
+            max_tokens = config["max_item_text_tokens"]
+            tokens = (split_words(self.item_texts, max_tokens) if config["learned_item_text_tokens"] == "words"
+                      else tokenize_texts(tokenizer, self.item_texts, max_tokens))
             self.item_token_bag = ItemTokenBag(tokens, hidden)
         if self.contrastive_weight:
             # `dataset` is the training split: partners come from training samples only

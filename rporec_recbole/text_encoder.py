@@ -17,6 +17,12 @@ def tokenize_texts(tokenizer, texts, max_tokens=None):
     return [tokenizer(t, add_special_tokens=False).input_ids[:max_tokens] if t else [] for t in texts]
 
 
+def split_words(texts, max_words=None):
+    """Whitespace-separated words of each text, cut to ``max_words``: how RecBole splits a ``token_seq`` field such
+    as Beauty's titles, i.e. the units whose embeddings SASRecF learns."""
+    return [(t or "").split()[:max_words] for t in texts]
+
+
 def token_sums(token_table, token_lists, chunk=512):
     """Sum of token embeddings and token count of each text: ``(N, d)`` and ``(N,)`` float tensors."""
     sums = torch.zeros(len(token_lists), token_table.shape[1])
@@ -47,9 +53,10 @@ class StaticTextEncoder(nn.Module):
 
 
 class ItemTokenBag(nn.Module):
-    """Learned token vectors pooled per item: the mean over an item's text tokens, the way SASRecF learns word
-    embeddings for a text feature. Only tokens that occur in some item's text get a row (a few thousand, not the
-    LLM's whole vocabulary), and rows start at zero, so a model with the bag starts as the model without it."""
+    """Learned token vectors pooled per item: the mean over an item's text tokens (LLM token ids or words), the way
+    SASRecF learns word embeddings for a text feature. Only tokens that occur in some item's text get a row (a few
+    thousand, not the LLM's whole vocabulary), and rows start at zero, so a model with the bag starts as the model
+    without it."""
 
     def __init__(self, token_lists, dim):
         super().__init__()

@@ -371,6 +371,22 @@ def test_learned_item_text_tokens_add_to_text_aware_items_in_input_and_scoring(m
         mini_model(mini_movielens, tmp_path, learned_item_text_tokens=True)
 
 
+def test_learned_item_text_tokens_words_pools_the_words_of_each_items_text(mini_movielens, tmp_path):
+    """``learned_item_text_tokens: words``: the bag's units are the words of each item text (first
+    ``max_item_text_tokens``), not the LLM tokenizer's tokens; any other string is refused by name."""
+    overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True,
+                 "max_item_text_tokens": 4}
+    _, by_words, _ = mini_model(mini_movielens, tmp_path, learned_item_text_tokens="words", **overrides)
+    _, by_tokens, _ = mini_model(mini_movielens, tmp_path, learned_item_text_tokens=True, **overrides)
+    texts = by_words.item_texts
+    word_counts = torch.tensor([min(len((text or "").split()), 4) for text in texts])
+    assert torch.equal((by_words.item_token_bag.token_ids > 0).sum(1), word_counts)
+    assert by_words.item_token_bag.bag.num_embeddings == 1 + len({w for t in texts for w in (t or "").split()[:4]})
+    assert by_tokens.item_token_bag.bag.num_embeddings != by_words.item_token_bag.bag.num_embeddings
+    with pytest.raises(ValueError, match="learned_item_text_tokens='word'"):
+        mini_model(mini_movielens, tmp_path, learned_item_text_tokens="word", **overrides)
+
+
 def test_collaborative_initializer_range_initialises_the_branch_as_sasrec_and_nothing_else(mini_movielens, tmp_path):
     """``collaborative_initializer_range``: every Linear and Embedding of the collaborative branch (encoder, item
     and position embeddings, text projection) drawn from normal(0, range) with zero biases, as RecBole's SASRec

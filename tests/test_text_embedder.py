@@ -13,7 +13,7 @@ from rporec_recbole.text_embedder import (
     EMBEDDED_SENTENCE_ENCODER, SentenceEmbedder, TextEmbedderNotFoundError, TokenMeanEmbedder,
     resolve_sentence_encoder,
 )
-from rporec_recbole.text_encoder import ItemTokenBag, mean_of_sums
+from rporec_recbole.text_encoder import ItemTokenBag, mean_of_sums, split_words
 
 WORDS = ["toy", "story", "star", "wars", "return", "of", "the", "jedi", "red", "lipstick", "matte", "1995", "1977"]
 
@@ -118,3 +118,14 @@ def test_item_token_bag_is_the_mean_of_each_items_token_vectors_and_starts_at_ze
     assert torch.equal(bag(items), table[items])
     bag(items).sum().backward()
     assert bag.bag.weight.grad[0].eq(0).all()  # the padding row never learns
+
+
+def test_split_words_gives_each_texts_words_as_recbole_splits_a_token_seq_field():
+    """Whitespace-separated, case and punctuation kept, cut to ``max_words``; a blank or missing text has none. In
+    the bag, one word is one row however many items hold it."""
+    words = split_words(["Toy Story (1995)", "", None, "  Story  of a Toy  "], max_words=3)
+    assert words == [["Toy", "Story", "(1995)"], [], [], ["Story", "of", "a"]]
+    bag = ItemTokenBag(words, dim=2)
+    assert bag.bag.num_embeddings == 1 + 5  # (1995), Story, Toy, a, of
+    story = int(bag.token_ids[0, 1])
+    assert story == int(bag.token_ids[3, 0]) and (bag.token_ids == story).sum() == 2
