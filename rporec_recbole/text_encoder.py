@@ -54,9 +54,9 @@ class StaticTextEncoder(nn.Module):
 
 class ItemTokenBag(nn.Module):
     """Learned token vectors pooled per item: the mean over an item's text tokens (LLM token ids or words), the way
-    SASRecF learns word embeddings for a text feature. Only tokens that occur in some item's text get a row (thousands:
-    8,171 LLM tokens or ~16,500 words on Beauty, not the LLM's whole vocabulary), and rows start at zero, so a model with the bag starts as the model
-    without it."""
+    SASRecF learns word embeddings for a text feature. Only tokens that occur in some item's text get a row
+    (thousands: 8,171 LLM tokens or ~16,500 words on Beauty, not the LLM's whole vocabulary), and rows start at zero,
+    so a model with the bag starts as the model without it."""
 
     def __init__(self, token_lists, dim):
         super().__init__()
