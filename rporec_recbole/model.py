@@ -265,13 +265,6 @@ class RPORec(SequentialRecommender):
     def item_text_part(self, items=None):
         """The text part of each item (every item, or those in ``items``): its projected text embedding, plus its
         learned token vectors. One definition for the encoder's input and for scoring."""
-        if items is None:
-            return self._project_item_text()
-        # a batch of histories repeats items and padding: each distinct item is projected once, then spread
-        distinct, where = items.unique(return_inverse=True)
-        return self._project_item_text(distinct)[where]
-
-    def _project_item_text(self, items=None):
         text = self.item_text_projection(self.item_text_table if items is None else self.item_text_table[items])
         return text if self.item_token_bag is None else text + self.item_token_bag(items)
 

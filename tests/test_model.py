@@ -387,36 +387,6 @@ def test_learned_item_text_tokens_words_pools_the_words_of_each_items_text(mini_
         mini_model(mini_movielens, tmp_path, learned_item_text_tokens="word", **overrides)
 
 
-def test_text_part_of_a_history_batch_is_projected_once_per_distinct_item(mini_movielens, tmp_path):
-    """The encoder's input projects each distinct item of a batch once and spreads the rows to their positions:
-    the same values and the same gradients as projecting every position, with LayerNorm and Linear run on the
-    distinct items only."""
-    overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True,
-                 "learned_item_text_tokens": True, "train_batch_size": 64}
-    _, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, **overrides)
-    torch.nn.init.normal_(model.item_token_bag.bag.weight)  # they start at zero: make them count
-    seq = next(iter(train_data))[model.ITEM_SEQ]
-    assert seq.unique().numel() < seq.numel()  # padding and repeats: there is something to save
-
-    rows_projected = []  # rows through the projection's Linear, per call
-    model.item_text_projection[1].register_forward_hook(
-        lambda module, inputs, output: rows_projected.append(inputs[0].numel() // inputs[0].shape[-1]))
-    weights = torch.randn(*seq.shape, model.item_embedding.embedding_dim, generator=torch.Generator().manual_seed(0))
-    results = []
-    for text_part in (model.item_text_part, model._project_item_text):  # distinct items, then every position
-        model.zero_grad()
-        values = text_part(seq)
-        (values * weights).sum().backward()
-        parameters = (model.item_text_projection[0].weight, model.item_text_projection[1].weight,
-                      model.item_token_bag.bag.weight)
-        results.append((values.detach(), [p.grad.clone() for p in parameters]))
-    assert rows_projected == [seq.unique().numel(), seq.numel()]
-    (distinct_values, distinct_grads), (position_values, position_grads) = results
-    torch.testing.assert_close(distinct_values, position_values)
-    for distinct_grad, position_grad in zip(distinct_grads, position_grads):  # sums in another order: fp32 noise
-        torch.testing.assert_close(distinct_grad, position_grad, rtol=1e-4, atol=1e-4 * position_grad.abs().max())
-
-
 def test_collaborative_initializer_range_initialises_the_branch_as_sasrec_and_nothing_else(mini_movielens, tmp_path):
     """``collaborative_initializer_range``: every Linear and Embedding of the collaborative branch (encoder, item
     and position embeddings, text projection) drawn from normal(0, range) with zero biases, as RecBole's SASRec
