@@ -48,13 +48,14 @@ SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "tex
                         "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False,
                         "contrastive_weight": 0.0, "contrastive_temperature": 1.0, "learned_item_text_tokens": False,
                         "collaborative_initializer_range": None, "collaborative_item_text_in_scoring": True,
-                        "item_text_share_on_valid": False}
+                        "item_text_share_on_valid": False, "collaborative_item_text_fusion": "sum"}
 # Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
 SETTINGS_WITHOUT_EFFECT_ON_RESULTS = {"rl_trim_heap_mb"}
 # Settings read only while another one (their switch) is on: with the switch off they cannot change a result, so they
 # stay out of the key.
 SETTINGS_READ_ONLY_WHEN_ON = {"contrastive_temperature": "contrastive_weight",
-                              "collaborative_item_text_in_scoring": "collaborative_item_text"}
+                              "collaborative_item_text_in_scoring": "collaborative_item_text",
+                              "collaborative_item_text_fusion": "collaborative_item_text"}
 PAIRS_FILE = "pairs.txt"
 TABLE_METRICS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20"]
 VALID_METRIC = "valid_ndcg@10"  # what selects among RPORec rows: the test split never does

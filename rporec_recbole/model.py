@@ -4,8 +4,9 @@ Scores are ``u_sem . E_text[i] + u_col . E_id[i]``: the semantic branch is the p
 table of item-text embeddings; the collaborative branch (beyond the paper) is a SASRec-style encoder of the same
 history over learned item-ID embeddings. Each branch, and the use of reasoning, is switched by one config key.
 With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
-the encoder's input and in scoring alike, so items with few interactions borrow from their text; with
-``learned_item_text_tokens`` they also add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``,
+the encoder's input and in scoring alike, so items with few interactions borrow from their text (with
+``collaborative_item_text_fusion: concat`` the encoder's input is instead ``W_f [E_id[i]; text_i]``, as SASRecF
+fuses an item's ID and feature vectors, while scoring keeps the sum); with ``learned_item_text_tokens`` they also add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``,
 as SASRecF learns word embeddings for a text feature; the LLM tokenizer's tokens, or with ``words`` the words).
 ``collaborative_item_text_in_scoring`` says how much of that text each item's scoring vector holds: all of it, none
 (ID scoring, as SASRecF), or a learned share per popularity band of the item (``item_popularity``), which
@@ -187,8 +188,13 @@ class RPORec(SequentialRecommender):
             self.sequence_dropout = nn.Dropout(config["dropout_prob"])
             nn.init.normal_(self.item_embedding.weight, std=0.02)
             nn.init.normal_(self.position_embedding.weight, std=0.02)
+        self.item_text_fusion = None
         if self.collaborative_item_text:
             self.item_text_projection = nn.Sequential(nn.LayerNorm(embedder.dim), nn.Linear(embedder.dim, hidden))
+            if config["collaborative_item_text_fusion"] == "concat":
+                # SASRecF's concat_layer: the encoder reads a learned map of the ID vector, no longer the very
+                # vector an item is scored by
+                self.item_text_fusion = nn.Linear(2 * hidden, hidden)
         if self.use_collaborative and config["collaborative_initializer_range"] is not None:
             for part in self.collaborative_parts():
                 init_like_sasrec(part, config["collaborative_initializer_range"])
@@ -214,7 +220,9 @@ class RPORec(SequentialRecommender):
     def collaborative_parts(self):
         """The collaborative branch's modules (the learned token vectors, which start at zero, excepted)."""
         parts = [self.item_embedding, self.position_embedding, self.sequence_encoder, self.sequence_norm]
-        return parts + [self.item_text_projection] if self.collaborative_item_text else parts
+        if self.collaborative_item_text:
+            parts.append(self.item_text_projection)
+        return parts + [self.item_text_fusion] if self.item_text_fusion is not None else parts
 
     # ----- prompts and reasoning -------------------------------------------------------------------------
     def windows(self, item_seq, item_seq_len):
@@ -268,11 +276,20 @@ class RPORec(SequentialRecommender):
         text = self.item_text_projection(self.item_text_table if items is None else self.item_text_table[items])
         return text if self.item_token_bag is None else text + self.item_token_bag(items)
 
+    def sequence_input_items(self, item_seq):
+        """The encoder's input vector of each history item: its ID embedding, plus (sum) or fused with (concat) its
+        text part when items are text-aware."""
+        items = self.item_embedding(item_seq)
+        if not self.collaborative_item_text:
+            return items
+        text = self.item_text_part(item_seq)
+        if self.item_text_fusion is None:
+            return items + text
+        return self.item_text_fusion(torch.cat([items, text], dim=-1))
+
     def collaborative_user(self, item_seq, item_seq_len):
         positions = torch.arange(item_seq.size(1), device=item_seq.device).unsqueeze(0)
-        hidden = self.item_embedding(item_seq) + self.position_embedding(positions)
-        if self.collaborative_item_text:
-            hidden = hidden + self.item_text_part(item_seq)
+        hidden = self.sequence_input_items(item_seq) + self.position_embedding(positions)
         hidden = self.sequence_dropout(self.sequence_norm(hidden))
         mask = self.get_attention_mask(item_seq)
         output = self.sequence_encoder(hidden, mask, output_all_encoded_layers=True)[-1]

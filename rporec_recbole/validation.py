@@ -22,6 +22,8 @@ _RULES = {
                                  "true (the LLM tokenizer's tokens), words (whitespace-separated words) or false"),
     "collaborative_item_text_in_scoring": ((bool, str), lambda v: v in (True, False, "by_popularity"),
                                            "true, false or by_popularity"),
+    "collaborative_item_text_fusion": (str, lambda v: v in ("sum", "concat"),
+                                       "sum (ID plus text) or concat (a learned map of both, as SASRecF)"),
     "item_text_share_on_valid": (bool, lambda v: True, "true or false"),
     "contrastive_weight": ((int, float), lambda v: 0 <= v < float("inf"), "a finite number >= 0 (0: off)"),
     "contrastive_temperature": ((int, float), lambda v: v > 0, "a number > 0"),

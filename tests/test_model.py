@@ -338,6 +338,39 @@ def test_item_text_on_the_input_side_only_scores_items_by_their_id_embedding(min
     assert model.item_token_bag.bag.weight.grad.abs().sum() > 0
 
 
+def test_concat_fusion_maps_id_and_text_into_the_encoder_input_and_keeps_the_summed_scoring(mini_movielens,
+                                                                                            tmp_path):
+    """``collaborative_item_text_fusion=concat``: the encoder reads ``Linear([E_id[i]; text_i])`` for each history
+    item (SASRecF's concat_layer) while items are still scored by their ID embedding plus text; the fusion layer is
+    trained, initialised with the branch, and any other value is refused."""
+    overrides = {"loss_type": "CE", "use_semantic": False, "collaborative_item_text": True, "train_batch_size": 64}
+    _, model, (train_data, _, _) = mini_model(mini_movielens, tmp_path, collaborative_item_text_fusion="concat",
+                                              collaborative_initializer_range=0.05, **overrides)
+    model.eval()
+    batch = next(iter(train_data))
+    seq = batch[model.ITEM_SEQ]
+    fused = model.sequence_input_items(seq)
+    ids, text = model.item_embedding(seq), model.item_text_part(seq)
+    expected = ids @ model.item_text_fusion.weight[:, :ids.shape[-1]].T \
+        + text @ model.item_text_fusion.weight[:, ids.shape[-1]:].T + model.item_text_fusion.bias
+    assert torch.allclose(fused, expected, atol=1e-5)
+    assert not torch.allclose(fused, ids + text, atol=1e-3)
+    assert torch.equal(model.collaborative_items(), model.item_embedding.weight + model.item_text_part())
+    assert model.item_text_fusion in model.collaborative_parts()
+    assert abs(float(model.item_text_fusion.weight.std()) - 0.05) < 0.01
+
+    model.train()
+    model.calculate_loss(batch).backward()
+    assert model.item_text_fusion.weight.grad[:, :ids.shape[-1]].abs().sum() > 0
+    assert model.item_text_fusion.weight.grad[:, ids.shape[-1]:].abs().sum() > 0
+
+    _, summed, _ = mini_model(mini_movielens, tmp_path, **overrides)
+    assert summed.item_text_fusion is None
+    assert torch.equal(summed.sequence_input_items(seq), summed.item_embedding(seq) + summed.item_text_part(seq))
+    with pytest.raises(ValueError, match="collaborative_item_text_fusion='product' is invalid"):
+        mini_model(mini_movielens, tmp_path, collaborative_item_text_fusion="product")
+
+
 def test_learned_item_text_tokens_add_to_text_aware_items_in_input_and_scoring(mini_movielens, tmp_path):
     """``learned_item_text_tokens``: each text-aware item also adds the learned mean of its text's token vectors.
     They start at zero (the model starts as the one without them), a token's vector moves exactly the items whose
