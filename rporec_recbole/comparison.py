@@ -206,13 +206,14 @@ def make_row(spec, result, total_seconds):
 
 
 def write_row(spec, result, total_seconds):
-    """The row's json and, next to it, its test users' top-k hits (for the paired tests); the json goes last, as
-    its presence marks the row done."""
+    """The row's json and, next to it, its test users' top-k hits (for the paired tests) and its valid users' (for
+    analyses that choose on valid); the json goes last, as its presence marks the row done."""
     row = make_row(spec, result, total_seconds)
-    if result.get("per_user_test"):
-        per_user_file = spec["out_file"][:-len(".json")] + ".users.npz"
-        save_per_user(per_user_file, result["per_user_test"])
-        row["per_user"] = os.path.basename(per_user_file)
+    for split, field, ending in (("test", "per_user", ".users.npz"), ("valid", "per_user_valid", ".valid-users.npz")):
+        if result.get(f"per_user_{split}"):
+            per_user_file = spec["out_file"][:-len(".json")] + ending
+            save_per_user(per_user_file, result[f"per_user_{split}"])
+            row[field] = os.path.basename(per_user_file)
     atomic_write_json(spec["out_file"], row)
 
 
@@ -364,14 +365,16 @@ def ablation_pairs(names):
     return pairs
 
 
-def per_user_results(rows, out_dir, k=10):
-    """{row name: {seed: {user: NDCG@k}}} of the rows that kept per-user results (an RL row adds its stage 1)."""
+def per_user_results(rows, out_dir, k=10, split="test"):
+    """{row name: {seed: {user: NDCG@k}}} on ``split`` (test or valid) of the rows that kept per-user results for
+    it (an RL row adds its stage 1). Rows run before session 40 kept test only."""
+    field = "per_user" if split == "test" else "per_user_valid"
     results = {}
     for row in rows:
-        if "per_user" not in row:
+        if field not in row:
             continue
-        evaluations = load_per_user(os.path.join(out_dir, "rows", row["per_user"]))
-        reported = evaluations["stage2"] if "stage2" in evaluations else evaluations["test"]
+        evaluations = load_per_user(os.path.join(out_dir, "rows", row[field]))
+        reported = evaluations["stage2"] if "stage2" in evaluations else evaluations[split]
         results.setdefault(row["model"], {})[row["seed"]] = per_user_ndcg(reported, k)
         if "stage1" in evaluations:
             results.setdefault(f"{row['model']} stage 1", {})[row["seed"]] = per_user_ndcg(evaluations["stage1"], k)

@@ -123,9 +123,17 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
                                                       show_progress=config["show_progress"])
     train_seconds = time.time() - start
     eval_start = time.time()
-    recorder = PerUserRecorder(trainer)  # after training: only the test evaluation(s) are kept
+    recorder = PerUserRecorder(trainer)  # after training: only the test and valid evaluations below are kept
     test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_seconds = time.time() - eval_start
+    per_user_test = recorder.evaluations[:]
+    valid_start = time.time()
+    if valid_data:
+        # the tested model once more on valid (already loaded): each user's valid result, for analyses that must
+        # choose on valid rather than test
+        trainer.evaluate(valid_data, load_best_model=False, show_progress=config["show_progress"])
+    per_user_valid = recorder.evaluations[len(per_user_test):]
+    per_user_valid_seconds = time.time() - valid_start
     train_seconds += getattr(trainer, "train_seconds_before_resume", 0.0)  # epochs of earlier processes
     if not saved:
         release_unused_folder(trainer.saved_model_file)
@@ -146,13 +154,16 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
         "train_seconds": train_seconds,
         "epochs": getattr(trainer, "epochs_trained", None),
         "best_epoch": getattr(trainer, "best_epoch", None),
-        "eval_seconds": eval_seconds,
+        "eval_seconds": eval_seconds,  # the test evaluation
+        "per_user_valid_seconds": per_user_valid_seconds,  # the valid evaluation after it
         "checkpoint": trainer.saved_model_file if saved else None,
         # RPORec with rl: true reports stage 1 and stage 2 side by side ({stage: {split: metrics}})
         "stage_results": getattr(trainer, "stage_results", {}),
         "rl_history": getattr(trainer, "rl_history", []),
         # each test user's top-k hits: {"test": ...}, or {"stage1": ..., "stage2": ...} after RL
-        "per_user_test": dict(zip(list(getattr(trainer, "stage_results", {})) or ["test"], recorder.evaluations)),
+        "per_user_test": dict(zip(list(getattr(trainer, "stage_results", {})) or ["test"], per_user_test)),
+        # the same for valid: {"valid": ...}, or {"stage1": ..., "stage2": ...} after RL
+        "per_user_valid": dict(zip(list(getattr(trainer, "stage_results", {})) or ["valid"], per_user_valid)),
         "phases": phases,
         # with item_text_share_on_valid: each popularity band's text share, learned and chosen on valid
         "band_shares": getattr(trainer, "chosen_band_shares", None),

@@ -17,9 +17,9 @@ from rporec_recbole import comparison, config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_READ_ONLY_WHEN_ON,
                                        SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS, ablation_pairs, chart_figure,
                                        check_folder_rows, command_key, folder_rows, headline, main, make_row,
-                                       markdown_table, parse_overrides, reproduces, row_command, row_key,
-                                       row_run_settings, row_spec, SELECTION_VALID, significance, selected_on_valid,
-                                       significance_table, summarize, write_outputs)
+                                       markdown_table, parse_overrides, per_user_results, reproduces, row_command,
+                                       row_key, row_run_settings, row_spec, SELECTION_VALID, significance,
+                                       selected_on_valid, significance_table, summarize, write_outputs)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -55,6 +55,14 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
     for row in rows:  # each test user's hits are kept, and they average to the reported metric
         ndcg = per_user_ndcg(load_per_user(str(out / "rows" / row["per_user"]))["test"], k=10)
         assert len(ndcg) == 40 and round(sum(ndcg.values()) / len(ndcg), 4) == row["ndcg@10"]
+    valid = per_user_results(rows, str(out), split="valid")  # each valid user's too, in a file of their own
+    for row in rows:
+        ndcg = valid[row["model"]][2020]
+        assert row["per_user_valid"] == row["per_user"].replace(".users.npz", ".valid-users.npz")
+        assert len(ndcg) == 40 and round(sum(ndcg.values()) / len(ndcg), 4) == round(row["valid_ndcg@10"], 4)
+    old_row = {k: v for k, v in rows[0].items() if k != "per_user_valid"}  # as rows run before session 40
+    assert per_user_results([old_row], str(out), split="valid") == {}
+    assert list(per_user_results([old_row], str(out))) == [old_row["model"]]
     tests = json.loads((out / "significance.json").read_text())
     assert [(t["row"], t["against"], t["users"]) for t in tests] == [("RPORec-no-reasoning", "SASRec", 40)]
     assert f"| RPORec-no-reasoning | SASRec | 2020 | 40 | {rows[1]['ndcg@10']:.4f} | {rows[0]['ndcg@10']:.4f} |" in table

@@ -4,7 +4,7 @@ from recbole.data import create_dataset
 
 import gain_by_item_count  # benchmarks/, on the path through conftest
 from conftest import toy_dataset_config
-from gain_by_item_count import counts_of_test_items, gain_by_item_count as by_count, group_labels
+from gain_by_item_count import counts_of_held_out_items, gain_by_item_count as by_count, group_labels
 from rporec_recbole.item_popularity import training_counts
 from rporec_recbole.per_user import paired_test
 
@@ -14,6 +14,7 @@ HISTORIES = {"a": ["1", "2", "3", "4", "5"], "b": ["5", "1", "2", "6", "3"], "c"
 # Training interactions: 1 (a, b, c), 2 (a, b, d), 3 (a, c, d), 4 (c), 5 (b: its first item, never a target).
 EXPECTED_TRAINING_COUNTS = {"1": 3, "2": 3, "3": 3, "4": 1, "5": 1, "6": 0}
 EXPECTED_TEST_ITEM_COUNTS = {"a": 1, "b": 3, "c": 3, "d": 1}  # test items 5, 3, 2, 4
+EXPECTED_VALID_ITEM_COUNTS = {"a": 1, "b": 0, "c": 0, "d": 3}  # valid items 4, 6, 6, 1
 
 
 @pytest.fixture()
@@ -31,8 +32,14 @@ def test_training_counts_count_every_training_interaction_first_items_included(t
 
 def test_each_user_gets_the_training_count_of_their_test_item(toy_config):
     tokens = create_dataset(toy_config).field2id_token["user_id"]  # RecBole's remapping is deterministic
-    counts = counts_of_test_items(toy_config)
+    counts = counts_of_held_out_items(toy_config)
     assert {tokens[user]: count for user, count in counts.items()} == EXPECTED_TEST_ITEM_COUNTS
+
+
+def test_with_split_valid_each_user_gets_the_training_count_of_their_valid_item(toy_config):
+    tokens = create_dataset(toy_config).field2id_token["user_id"]
+    counts = counts_of_held_out_items(toy_config, "valid")
+    assert {tokens[user]: count for user, count in counts.items()} == EXPECTED_VALID_ITEM_COUNTS
 
 
 def test_users_are_grouped_by_count_and_each_group_has_its_own_paired_test():

@@ -176,10 +176,11 @@ def test_rl_end_to_end_then_resume(mini_movielens, tmp_path, monkeypatch, caplog
         assert set(stage) == {"valid", "test"} and "ndcg@10" in stage["test"]
     assert result["test_result"] == trainer.stage_results["stage2"]["test"]
     # each stage's test users are kept for the paired tests, in stage order, averaging to that stage's NDCG@10
-    assert list(result["per_user_test"]) == ["stage1", "stage2"]
-    for stage, evaluation in result["per_user_test"].items():
-        ndcg = per_user_ndcg(evaluation, k=10)
-        assert round(sum(ndcg.values()) / len(ndcg), 4) == trainer.stage_results[stage]["test"]["ndcg@10"]
+    for split in ("test", "valid"):
+        assert list(result[f"per_user_{split}"]) == ["stage1", "stage2"]
+        for stage, evaluation in result[f"per_user_{split}"].items():
+            ndcg = per_user_ndcg(evaluation, k=10)
+            assert round(sum(ndcg.values()) / len(ndcg), 4) == trainer.stage_results[stage][split]["ndcg@10"]
     history = trainer.rl_history
     assert [h["step"] for h in history] == [1, 2]
     for name in ("reward", "reward/format", "reward/length", "reward/rank", "reward/compression",

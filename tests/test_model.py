@@ -13,6 +13,7 @@ from conftest import RUNNER, mini_config, mini_model
 from rporec_recbole import Config, RPORec, RPORecTrainer, get_model, get_trainer, run_recbole_rporec
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint, load_config_dict
 from rporec_recbole.item_popularity import popularity_bands, training_counts
+from rporec_recbole.per_user import per_user_ndcg
 from rporec_recbole.quick_start import DatasetNotFoundError, ensure_dataset
 
 METRICS = [f"{m}@{k}" for m in ("recall", "mrr", "ndcg", "hit") for k in (5, 10, 20)]
@@ -36,6 +37,12 @@ def test_rporec_end_to_end(rporec_run, mini_movielens):
     rebuilt = Config(model=saved["model"], dataset=saved["dataset"], config_dict=saved)
     assert rebuilt["data_path"] == os.path.join(mini_movielens, "ml-mini")
     assert rebuilt["history_window"] == 5 and rebuilt["llm_path"] == "tiny-random"
+    # each user's test and valid results are kept, averaging to the reported metrics of the tested model
+    for split, reported in (("test", result["test_result"]), ("valid", result["best_valid_result"])):
+        (evaluation,) = result[f"per_user_{split}"].values()
+        ndcg = per_user_ndcg(evaluation, k=10)
+        assert list(result[f"per_user_{split}"]) == [split] and len(ndcg) == 40
+        assert round(sum(ndcg.values()) / len(ndcg), 4) == reported["ndcg@10"]
     (store,) = os.listdir(tmp_path / "reasoning" / "ml-mini")
     lines = (tmp_path / "reasoning" / "ml-mini" / store / "reasoning.jsonl").read_text().splitlines()
     # 40 users: one training prompt each, plus valid and test prompts (duplicate prompts share an entry)
@@ -50,7 +57,8 @@ def test_run_reports_phases_and_where_its_outputs_are(rporec_run, caplog):
     assert all(p["seconds"] >= 0 and p["peak_rss_mb"] > 0 for p in phases.values())
     # the valid evaluations inside stage 1 are counted under "evaluation", not twice
     assert phases["evaluation"]["calls"] > 1
-    assert sum(p["seconds"] for p in phases.values()) <= result["train_seconds"] + result["eval_seconds"] + 1
+    after_training = result["eval_seconds"] + result["per_user_valid_seconds"]
+    assert sum(p["seconds"] for p in phases.values()) <= result["train_seconds"] + after_training + 1
     outputs = result["outputs"]
     assert set(outputs) == {"checkpoint", "log", "TensorBoard", "reasoning store"}
     assert all(os.path.exists(path) for path in outputs.values())
