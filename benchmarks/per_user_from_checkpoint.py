@@ -1,11 +1,12 @@
-"""Per-user test results for a comparison row that ran before rows kept them, rebuilt from the row's checkpoint.
+"""Per-user test and valid results for a comparison row that ran before rows kept them, rebuilt from its checkpoint.
 
     python benchmarks/per_user_from_checkpoint.py --row=benchmarks/compare-ml100k/rows/<row>.json \
         --checkpoint=saved/<Model>-<time>
 
-Rebuilds the run from the checkpoint's saved config, evaluates the test split with the row's own trainer, and
-writes nothing unless every test metric equals the row's (so the per-user results are those of the row). Then it
-writes the row's ``.users.npz`` and adds ``per_user`` and ``checkpoint`` to its json. A row with RL is refused:
+Rebuilds the run from the checkpoint's saved config, evaluates the test and valid splits with the row's own
+trainer, and writes nothing unless every test metric and the valid NDCG@10 equal the row's (so the per-user results
+are those of the row). Then it writes the row's ``.users.npz`` and ``.valid-users.npz`` and adds ``per_user``,
+``per_user_valid`` and ``checkpoint`` to its json. A row with RL is refused:
 its stage-2 test needs the tuned policy, which a stage-1 checkpoint does not hold.
 """
 import argparse
@@ -35,20 +36,27 @@ def main():
     if (saved["model"], saved["dataset"], saved["seed"]) != (row_model, row["dataset"], row["seed"]):
         sys.exit(f"refused: the checkpoint is {saved['model']} on {saved['dataset']}, seed {saved['seed']}")
     sys.argv = sys.argv[:1]  # RecBole's Config reads --key=value from sys.argv
-    config, _, (_, _, test_data), model = load_run(args.checkpoint)
+    config, _, (_, valid_data, test_data), model = load_run(args.checkpoint)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     recorder = PerUserRecorder(trainer)
     result = trainer.evaluate(test_data, load_best_model=False)
+    valid_ndcg = float(trainer.evaluate(valid_data, load_best_model=False)["ndcg@10"])
     release_unused_folder(trainer.saved_model_file)  # the trainer claimed a checkpoint folder of its own
     differ = {k: (float(v), row[k]) for k, v in result.items() if k in row and round(float(v), 4) != row[k]}
+    if round(valid_ndcg, 4) != round(row["valid_ndcg@10"], 4):
+        differ["valid_ndcg@10"] = (valid_ndcg, row["valid_ndcg@10"])
     if differ:
-        sys.exit(f"refused: this checkpoint's test metrics differ from the row's (checkpoint, row): {differ}")
-    per_user_file = args.row[:-len(".json")] + ".users.npz"
-    save_per_user(per_user_file, {"test": recorder.evaluations[-1]})
-    row["per_user"] = os.path.basename(per_user_file)
+        sys.exit(f"refused: this checkpoint's metrics differ from the row's (checkpoint, row): {differ}")
+    test, valid = recorder.evaluations
+    for split, evaluation, field, ending in (("test", test, "per_user", ".users.npz"),
+                                             ("valid", valid, "per_user_valid", ".valid-users.npz")):
+        per_user_file = args.row[:-len(".json")] + ending
+        save_per_user(per_user_file, {split: evaluation})
+        row[field] = os.path.basename(per_user_file)
     row["checkpoint"] = args.checkpoint  # shown to hold the row's weights
     atomic_write_json(args.row, row)
-    print(f"{len(recorder.evaluations[-1]['user_id'])} users, metrics equal to the row's -> {per_user_file}")
+    print(f"{len(test['user_id'])} test and {len(valid['user_id'])} valid users, metrics equal to the row's -> "
+          f"{row['per_user']}, {row['per_user_valid']}")
 
 
 if __name__ == "__main__":

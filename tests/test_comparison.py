@@ -98,27 +98,33 @@ def test_comparison_end_to_end_and_resume(mini_movielens, tmp_path, capsys):
 
 def _per_user_from_checkpoint_rebuilds_or_refuses(per_user_file, row):
     """benchmarks/per_user_from_checkpoint.py (for rows run before per-user results were kept) writes the same
-    per-user results from the row's checkpoint, and nothing when the checkpoint's metrics are not the row's."""
+    per-user test and valid results from the row's checkpoint, and nothing when the checkpoint's test metrics or
+    valid NDCG@10 are not the row's."""
     script = os.path.join(BENCHMARKS, "per_user_from_checkpoint.py")
     row_file = str(per_user_file).replace(".users.npz", ".json")
+    valid_file = str(per_user_file).replace(".users.npz", ".valid-users.npz")
     # named as a row run with --suffix (regression: the model was looked up from the name, and such rows refused)
     original, row = row, {**row, "model": row["model"] + "-suffixed"}
-    kept = load_per_user(str(per_user_file))
+    kept = {"test": load_per_user(str(per_user_file))["test"], "valid": load_per_user(valid_file)["valid"]}
     os.remove(per_user_file)
-    tampered = {**row, "ndcg@10": row["ndcg@10"] + 0.1}
-    tampered.pop("per_user")
-    with open(row_file, "w") as handle:
-        json.dump(tampered, handle)
+    os.remove(valid_file)
+    as_before_session_40 = {k: v for k, v in row.items() if k not in ("per_user", "per_user_valid")}
     run = lambda: subprocess.run([sys.executable, script, f"--row={row_file}", f"--checkpoint={row['checkpoint']}"],
                                  capture_output=True, text=True, timeout=300)
-    refused = run()
-    assert refused.returncode != 0 and "differ from the row's" in refused.stderr and not per_user_file.exists()
+    for tampered in ({"ndcg@10": row["ndcg@10"] + 0.1}, {"valid_ndcg@10": row["valid_ndcg@10"] + 0.1}):
+        with open(row_file, "w") as handle:
+            json.dump({**as_before_session_40, **tampered}, handle)
+        refused = run()
+        assert refused.returncode != 0 and "differ from the row's" in refused.stderr and list(tampered)[0] in \
+            refused.stderr
+        assert not os.path.exists(per_user_file) and not os.path.exists(valid_file)
     with open(row_file, "w") as handle:
-        json.dump({k: v for k, v in row.items() if k != "per_user"}, handle)
+        json.dump(as_before_session_40, handle)
     assert run().returncode == 0
-    rebuilt = load_per_user(str(per_user_file))
-    np.testing.assert_array_equal(rebuilt["test"]["topk"], kept["test"]["topk"])
-    np.testing.assert_array_equal(rebuilt["test"]["user_id"], kept["test"]["user_id"])
+    rebuilt = {"test": load_per_user(str(per_user_file))["test"], "valid": load_per_user(valid_file)["valid"]}
+    for split in ("test", "valid"):
+        np.testing.assert_array_equal(rebuilt[split]["topk"], kept[split]["topk"])
+        np.testing.assert_array_equal(rebuilt[split]["user_id"], kept[split]["user_id"])
     assert json.loads(open(row_file).read()) == row
     with open(row_file, "w") as handle:  # the comparison goes on with the row as it ran
         json.dump(original, handle)
