@@ -6,8 +6,9 @@ history over learned item-ID embeddings. Each branch, and the use of reasoning, 
 With ``collaborative_item_text`` the collaborative items are text-aware, ``E_id[i] + W LayerNorm(E_text[i])``, in
 the encoder's input and in scoring alike, so items with few interactions borrow from their text (with
 ``collaborative_item_text_fusion: concat`` the encoder's input is instead ``W_f [E_id[i]; text_i]``, as SASRecF
-fuses an item's ID and feature vectors, while scoring keeps the sum); with ``learned_item_text_tokens`` they also add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``,
-as SASRecF learns word embeddings for a text feature; the LLM tokenizer's tokens, or with ``words`` the words).
+fuses an item's ID and feature vectors, while scoring keeps the sum); with ``learned_item_text_tokens`` they also
+add a learned mean of their text's token vectors (``text_encoder.ItemTokenBag``, as SASRecF learns word embeddings
+for a text feature; the LLM tokenizer's tokens, or with ``words`` the words).
 ``collaborative_item_text_in_scoring`` says how much of that text each item's scoring vector holds: all of it, none
 (ID scoring, as SASRecF), or a learned share per popularity band of the item (``item_popularity``), which
 ``item_text_share_on_valid`` replaces after stage 1 by shares chosen on valid (``band_shares``; from 0 when training

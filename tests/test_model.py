@@ -365,7 +365,7 @@ def test_concat_fusion_maps_id_and_text_into_the_encoder_input_and_keeps_the_sum
     assert not torch.allclose(fused, ids + text, atol=1e-3)
     assert torch.equal(model.collaborative_items(), model.item_embedding.weight + model.item_text_part())
     assert model.item_text_fusion in model.collaborative_parts()
-    assert abs(float(model.item_text_fusion.weight.std()) - 0.05) < 0.01
+    assert abs(float(model.item_text_fusion.weight.detach().std()) - 0.05) < 0.01
 
     model.train()
     model.calculate_loss(batch).backward()
