@@ -6,18 +6,17 @@
 Rebuilds the run from the checkpoint's saved config, evaluates the test and valid splits with the row's own
 trainer, and writes nothing unless every test metric and the valid NDCG@10 equal the row's (so the per-user results
 are those of the row). Then it writes the row's ``.users.npz`` and ``.valid-users.npz`` and adds ``per_user``,
-``per_user_valid`` and ``checkpoint`` to its json. A row with RL is refused:
-its stage-2 test needs the tuned policy, which a stage-1 checkpoint does not hold.
+``per_user_valid`` and ``checkpoint`` to its json. A row with RL is refused: its stage-2 test needs the tuned
+policy, which a stage-1 checkpoint does not hold.
 """
 import argparse
 import json
-import os
 import shlex
 import sys
 
 from rporec_recbole.checkpoint import atomic_write_json, load_config_dict, release_unused_folder
-from rporec_recbole.comparison import parse_overrides
-from rporec_recbole.per_user import PerUserRecorder, save_per_user
+from rporec_recbole.comparison import parse_overrides, save_row_per_user
+from rporec_recbole.per_user import PerUserRecorder
 from rporec_recbole.quick_start import load_run
 from rporec_recbole.registry import get_trainer
 
@@ -48,11 +47,8 @@ def main():
     if differ:
         sys.exit(f"refused: this checkpoint's metrics differ from the row's (checkpoint, row): {differ}")
     test, valid = recorder.evaluations
-    for split, evaluation, field, ending in (("test", test, "per_user", ".users.npz"),
-                                             ("valid", valid, "per_user_valid", ".valid-users.npz")):
-        per_user_file = args.row[:-len(".json")] + ending
-        save_per_user(per_user_file, {split: evaluation})
-        row[field] = os.path.basename(per_user_file)
+    save_row_per_user(row, args.row, "test", {"test": test})
+    save_row_per_user(row, args.row, "valid", {"valid": valid})
     row["checkpoint"] = args.checkpoint  # shown to hold the row's weights
     atomic_write_json(args.row, row)
     print(f"{len(test['user_id'])} test and {len(valid['user_id'])} valid users, metrics equal to the row's -> "

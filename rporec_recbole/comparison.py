@@ -57,6 +57,9 @@ SETTINGS_READ_ONLY_WHEN_ON = {"contrastive_temperature": "contrastive_weight",
                               "collaborative_item_text_in_scoring": "collaborative_item_text",
                               "collaborative_item_text_fusion": "collaborative_item_text"}
 PAIRS_FILE = "pairs.txt"
+# Where a row keeps its users' top-k hits, per split: the field of the row's json that names the file, and the
+# file's ending beside the json (valid since session 40)
+PER_USER_FILES = {"test": ("per_user", ".users.npz"), "valid": ("per_user_valid", ".valid-users.npz")}
 TABLE_METRICS = ["recall@10", "ndcg@10", "mrr@10", "hit@10", "recall@20", "ndcg@20", "mrr@20", "hit@20"]
 VALID_METRIC = "valid_ndcg@10"  # what selects among RPORec rows: the test split never does
 SELECTION_VALID = "selection_valid_ndcg@10"  # the same, before any choice made on valid after training
@@ -209,12 +212,19 @@ def write_row(spec, result, total_seconds):
     """The row's json and, next to it, its test users' top-k hits (for the paired tests) and its valid users' (for
     analyses that choose on valid); the json goes last, as its presence marks the row done."""
     row = make_row(spec, result, total_seconds)
-    for split, field, ending in (("test", "per_user", ".users.npz"), ("valid", "per_user_valid", ".valid-users.npz")):
+    for split in PER_USER_FILES:
         if result.get(f"per_user_{split}"):
-            per_user_file = spec["out_file"][:-len(".json")] + ending
-            save_per_user(per_user_file, result[f"per_user_{split}"])
-            row[field] = os.path.basename(per_user_file)
+            save_row_per_user(row, spec["out_file"], split, result[f"per_user_{split}"])
     atomic_write_json(spec["out_file"], row)
+
+
+def save_row_per_user(row, row_file, split, evaluations):
+    """Write ``evaluations`` (``{name: evaluation}`` of ``split``) beside the row's json and name the file in
+    ``row``."""
+    field, ending = PER_USER_FILES[split]
+    per_user_file = row_file[:-len(".json")] + ending
+    save_per_user(per_user_file, evaluations)
+    row[field] = os.path.basename(per_user_file)
 
 
 def run_rows(names, dataset, seeds, out_dir, config_files=None, overrides=None, cached_only=False, suffix=""):
@@ -368,7 +378,7 @@ def ablation_pairs(names):
 def per_user_results(rows, out_dir, k=10, split="test"):
     """{row name: {seed: {user: NDCG@k}}} on ``split`` (test or valid) of the rows that kept per-user results for
     it (an RL row adds its stage 1). Rows run before session 40 kept test only."""
-    field = "per_user" if split == "test" else "per_user_valid"
+    field, _ = PER_USER_FILES[split]
     results = {}
     for row in rows:
         if field not in row:

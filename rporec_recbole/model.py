@@ -223,7 +223,9 @@ class RPORec(SequentialRecommender):
         parts = [self.item_embedding, self.position_embedding, self.sequence_encoder, self.sequence_norm]
         if self.collaborative_item_text:
             parts.append(self.item_text_projection)
-        return parts + [self.item_text_fusion] if self.item_text_fusion is not None else parts
+        if self.item_text_fusion is not None:
+            parts.append(self.item_text_fusion)
+        return parts
 
     # ----- prompts and reasoning -------------------------------------------------------------------------
     def windows(self, item_seq, item_seq_len):
