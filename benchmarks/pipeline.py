@@ -16,7 +16,6 @@ with overrides takes a ``--suffix`` for its row name, as the comparison's own ``
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 
@@ -24,7 +23,7 @@ import torch
 
 from rporec_recbole.comparison import parse_overrides, row_spec, write_row
 from rporec_recbole.quick_start import run_recbole_rporec
-from rporec_recbole.timing import machine_description
+from rporec_recbole.timing import machine_description, process_peak_rss_mb
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,7 +48,7 @@ def main():
     record = {
         "pipeline_minutes": round(minutes, 1),
         "phases": result["phases"],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mb": round(process_peak_rss_mb(), 1),
         "test_result": result["test_result"],
         "best_valid_result": result["best_valid_result"],
         "stage_results": result["stage_results"],

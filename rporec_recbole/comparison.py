@@ -19,7 +19,6 @@ import glob
 import hashlib
 import json
 import os
-import resource
 import shlex
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ import yaml
 from rporec_recbole.checkpoint import atomic_write_bytes, atomic_write_json
 from rporec_recbole.config import plugin_yamls
 from rporec_recbole.per_user import load_per_user, paired_test, per_user_ndcg, save_per_user
+from rporec_recbole.timing import process_peak_rss_mb
 
 # Named RPORec rows: the ablations are config overrides, so every row is one rerunnable command.
 VARIANTS = {
@@ -195,7 +195,7 @@ def make_row(spec, result, total_seconds):
         "train_seconds": round(result["train_seconds"], 1), "eval_seconds": round(result["eval_seconds"], 1),
         "epochs": result["epochs"], "best_epoch": result["best_epoch"],
         "total_seconds": round(total_seconds, 1),
-        "peak_memory_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_memory_mb": round(process_peak_rss_mb(), 1),
         "device": result["device"], "command": spec["command"], "key": spec["key"],
         "checkpoint": result["checkpoint"],  # where this machine keeps the row's weights
     }

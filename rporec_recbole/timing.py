@@ -3,7 +3,8 @@
 Phases nest (stage 1 evaluates on valid after each epoch, an evaluation may first generate reasoning): each
 phase counts only its own time, never that of a phase running inside it, so the phases add up to the time they
 cover together. Peak memory is the process's resident-set high-water mark, reset when a phase (re)starts where
-Linux allows it (``/proc/self/clear_refs``), else the peak since the process started.
+Linux allows it (``/proc/self/clear_refs``), else the peak since the process started. That reset also resets
+``getrusage``'s ``ru_maxrss``, so the process's own peak is kept apart (``process_peak_rss_mb``).
 """
 import os
 import platform
@@ -12,7 +13,12 @@ import time
 from contextlib import contextmanager
 
 
+_peak_wiped_by_resets_mb = 0.0  # the highest high-water mark a reset has wiped so far
+
+
 def _reset_peak_rss():
+    global _peak_wiped_by_resets_mb
+    _peak_wiped_by_resets_mb = process_peak_rss_mb()
     try:
         with open("/proc/self/clear_refs", "w") as handle:
             handle.write("5")
@@ -30,6 +36,12 @@ def peak_rss_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def process_peak_rss_mb():
+    """The process's resident-set high-water mark since it started, in MB, across the phases' resets: what a run's
+    peak memory is (``ru_maxrss`` alone would give the peak since the last phase began)."""
+    return max(_peak_wiped_by_resets_mb, peak_rss_mb())
 
 
 def resident_mb():
