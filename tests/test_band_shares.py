@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from band_share_memory import StandInScorer, StandInValidData  # benchmarks/, on the path through conftest
 from conftest import mini_config, mini_model
 from rporec_recbole import run_recbole_rporec
 from rporec_recbole.band_shares import ValidScores, choose_band_shares, metric_from_ranks
@@ -136,3 +137,25 @@ def test_text_in_input_only_trains_with_id_scoring_and_frozen_zero_shares(mini_m
     model.calculate_loss(next(iter(splits[0]))).backward()
     optimizer.step()
     assert model.item_text_score_share.grad is None and not model.item_text_score_share.any()
+
+
+def test_collect_keeps_both_score_parts_of_every_valid_row_in_loader_order():
+    # the parts are written into tables allocated once (benchmarks/band_share_memory.py), batch by batch
+    model = StandInScorer(n_items=30, hidden=8)
+    data = StandInValidData(rows=11, n_items=30, batch=4)
+    scores = ValidScores.collect(model, data)
+    batches = list(data)
+    users = [model(batch["item_seq"], batch["item_seq_len"]) for batch, *_ in batches]
+    share = model.item_text_score_share[0].item()
+    text = torch.cat([u[1] @ model.text.T for u in users])
+    base = torch.cat([u[0] @ model.item_embedding.weight.T for u in users])
+    assert torch.allclose(scores.text[:, 1:], text[:, 1:], atol=1e-5)
+    assert torch.allclose(scores.base[:, 1:], base[:, 1:], atol=1e-5)  # scored with every share 0
+    assert torch.equal(scores.targets, torch.cat([positive_i for *_, positive_i in batches]))
+    assert model.item_text_score_share[0].item() == share  # the model's shares are left as they were
+
+
+@pytest.mark.parametrize("sample_size", [10, 12])
+def test_collect_refuses_a_loader_whose_rows_differ_from_its_sample_size(sample_size):
+    with pytest.raises((ValueError, RuntimeError)):
+        ValidScores.collect(StandInScorer(n_items=30, hidden=8), StandInValidData(11, 30, 4, sample_size=sample_size))
