@@ -54,8 +54,8 @@ class ValidScores:
     @torch.no_grad()
     def collect(cls, model, valid_data):
         """Both score parts of every valid row. They are written into tensors allocated once, of the loader's
-        ``sample_size`` rows (one per valid interaction in sequential full-sort evaluation): two of them take
-        2.2 GB on Beauty, and concatenating batches would hold each twice."""
+        ``sample_size`` rows (one per valid interaction in sequential full-sort evaluation): together they take
+        about 2 GB on Beauty, and concatenating batches would hold them twice."""
         rows, items = valid_data.sample_size, model.n_items
         base, text = torch.empty(rows, items), torch.empty(rows, items)
         targets = torch.empty(rows, dtype=torch.long)
