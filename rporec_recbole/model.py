@@ -140,6 +140,9 @@ class RPORec(SequentialRecommender):
             raise ValueError("item_text_share_on_valid chooses the text share of each popularity band: set "
                              "collaborative_item_text=True and collaborative_item_text_in_scoring=by_popularity "
                              "(shares learned, then chosen) or False (ID scoring in training, shares then chosen)")
+        if share_on_valid and config["eval_args"]["mode"]["valid"] != "full":
+            raise ValueError("item_text_share_on_valid ranks every item for each valid user: set eval_args "
+                             f"mode valid: full (now {config['eval_args']['mode']['valid']!r})")
         # ID scoring in training, text shares added on valid after it: the shares exist but stay at 0 while training
         frozen_shares = share_on_valid and self.item_text_in_scoring is False
         if frozen_shares:

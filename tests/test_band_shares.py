@@ -125,6 +125,13 @@ def test_item_text_share_on_valid_needs_text_aware_items_not_all_text_in_scoring
                    collaborative_item_text_in_scoring=in_scoring, item_text_share_on_valid=True)
 
 
+def test_item_text_share_on_valid_needs_full_ranking_on_valid(mini_movielens, tmp_path):
+    # a sampled valid loader yields each user's row with its negatives, which the search cannot rank over all items
+    eval_args = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": {"valid": "uni10", "test": "full"}}
+    with pytest.raises(ValueError, match="mode valid: full"):
+        mini_model(mini_movielens, tmp_path, **RUN_OVERRIDES, eval_args=eval_args)
+
+
 def test_text_in_input_only_trains_with_id_scoring_and_frozen_zero_shares(mini_movielens, tmp_path):
     """With ``collaborative_item_text_in_scoring=False`` the search starts from shares that training cannot move:
     every item scores by its ID embedding exactly, as without the search, and a training step leaves the shares 0."""
