@@ -199,6 +199,8 @@ def make_row(spec, result, total_seconds):
         "device": result["device"], "command": spec["command"], "key": spec["key"],
         "checkpoint": result["checkpoint"],  # where this machine keeps the row's weights
     }
+    if result.get("per_user_valid_seconds") is not None:  # the valid re-evaluation that keeps per-user results
+        row["valid_eval_seconds"] = round(result["per_user_valid_seconds"], 1)
     if result.get("band_shares"):
         row["band_shares"] = result["band_shares"]
     if result["stage_results"]:  # RPORec with RL: stage 1 (initial policy) next to stage 2, for the ablation table

@@ -140,6 +140,8 @@ def run_recbole_rporec(model=None, dataset=None, config_file_list=None, config_d
 
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
+    logger.info(f"test evaluation {eval_seconds:.0f} s, valid re-evaluation (per-user results) "
+                f"{per_user_valid_seconds:.0f} s")
     phases = trainer.phases.summary() if hasattr(trainer, "phases") else {}
     for name, phase in phases.items():
         logger.info(f"phase {name}: {phase['seconds']:.0f} s, peak RSS {phase['peak_rss_mb']:.0f} MB")

@@ -437,6 +437,14 @@ def test_a_suffix_names_rows_run_with_extra_overrides_apart():
         ["RPORec-no-reasoning", "RPORec-no-reasoning-sampled"]
 
 
+def test_a_row_records_the_time_of_its_valid_re_evaluation():
+    """The valid evaluation after the test one (it keeps each valid user's result) is timed apart from eval_seconds;
+    rows written before it was recorded have no such field, and a result without it writes none."""
+    spec = row_spec("SASRec", "ml-100k", 2020, "out")
+    assert make_row(spec, {**_run_result("cpu"), "per_user_valid_seconds": 12.34}, 2.0)["valid_eval_seconds"] == 12.3
+    assert "valid_eval_seconds" not in make_row(spec, _run_result("cpu"), 2.0)
+
+
 def test_a_summary_names_every_machine_its_seeds_ran_on():
     """Seeds of one row can run on different machines (AMD EPYC or Intel Xeon here): the summary's
     device lists each once, in the rows' order, so a mean train time is never silently one machine's."""
