@@ -48,7 +48,8 @@ SETTINGS_ADDED_LATER = {"force_answer": False, "answer_max_new_tokens": 32, "tex
                         "constrain_answer": False, "answer_fusion": "replace", "collaborative_item_text": False,
                         "contrastive_weight": 0.0, "contrastive_temperature": 1.0, "learned_item_text_tokens": False,
                         "collaborative_initializer_range": None, "collaborative_item_text_in_scoring": True,
-                        "item_text_share_on_valid": False, "collaborative_item_text_fusion": "sum"}
+                        "item_text_share_on_valid": False, "collaborative_item_text_fusion": "sum",
+                        "reasoning_seed": None}
 # Settings that change how a row runs (its memory), never what it measures: they stay out of the key.
 SETTINGS_WITHOUT_EFFECT_ON_RESULTS = {"rl_trim_heap_mb"}
 # Settings read only while another one (their switch) is on: with the switch off they cannot change a result, so they

@@ -130,6 +130,13 @@ def torch_dtype(name):
     return _DTYPES[name]
 
 
+def llm_seed(config):
+    """The seed of the LLM: of the reasoning it samples and of a random LLM's weights (``reasoning_seed``, else the
+    run's ``seed``). A fixed ``reasoning_seed`` lets runs of different seeds read one sample of reasoning back from
+    the store, so that their spread is the RecHead's alone."""
+    return config["seed"] if config["reasoning_seed"] is None else config["reasoning_seed"]
+
+
 class Backbone:
     """The LLM and its tokenizer, held outside the RecBole model's module tree.
 

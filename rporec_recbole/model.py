@@ -29,7 +29,7 @@ from rporec_recbole.answer_constraint import ItemAnswerTrie
 from rporec_recbole.contrastive import SameTargetSampler, same_target_info_nce
 from rporec_recbole.item_popularity import POPULARITY_BANDS, popularity_bands, training_counts
 from rporec_recbole.item_text import build_item_texts
-from rporec_recbole.llm import Backbone
+from rporec_recbole.llm import Backbone, llm_seed
 from rporec_recbole.parsing import THINK_OPEN, parse_output
 from rporec_recbole.prompt import PromptBuilder
 from rporec_recbole.rec_head import RecHead
@@ -158,7 +158,7 @@ class RPORec(SequentialRecommender):
             raise ValueError("contrastive_weight regularises the collaborative branch: set use_collaborative=True")
         self.num_negatives = config["train_neg_sample_args"].get("sample_num")
 
-        self.backbone = Backbone(config["llm_path"], config["llm_dtype"], config["trust_remote_code"], config["seed"])
+        self.backbone = Backbone(config["llm_path"], config["llm_dtype"], config["trust_remote_code"], llm_seed(config))
         tokenizer = self.backbone.tokenizer
         self.item_texts = build_item_texts(dataset, config["item_title_field"], config["item_text_fields"] or (),
                                            config["max_item_text_chars"])

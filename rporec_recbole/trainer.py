@@ -28,6 +28,7 @@ from rporec_recbole.answer_forcing import generate_with_forced_answer
 from rporec_recbole.band_shares import ValidScores, choose_band_shares
 from rporec_recbole.checkpoint import SafeCheckpointMixin, load_checkpoint
 from rporec_recbole.generation import GenerationEngine
+from rporec_recbole.llm import llm_seed
 from rporec_recbole.model import ReasoningTable
 from rporec_recbole.per_user import target_rank_metrics
 from rporec_recbole.reasoning_store import ReasoningStore
@@ -69,7 +70,7 @@ def reasoning_store_settings(config, model, policy_id):
     """What a reasoning store's completions depend on (its namespace): the LLM and its sampling seed, the prompt
     template, the decoding settings and the policy that wrote them."""
     settings = {
-        "llm_path": model.backbone.llm_path, "llm_dtype": config["llm_dtype"], "llm_seed": config["seed"],
+        "llm_path": model.backbone.llm_path, "llm_dtype": config["llm_dtype"], "llm_seed": llm_seed(config),
         "template": model.prompts.template_hash, "max_new_tokens": config["max_new_tokens"], "top_p": config["top_p"],
         "temperature": config["temperature"], "do_sample": config["do_sample"], "policy": policy_id,
     }
@@ -158,7 +159,7 @@ class RPORecTrainer(SafeCheckpointMixin, Trainer):
         # Seeded by the prompts themselves: the same prompts get the same completions whatever this process
         # generated before, so a resumed run (which reads earlier reasoning from the store) regenerates exactly
         # what an uninterrupted run would have.
-        generator = torch.Generator().manual_seed(generation_seed(self.config["seed"], self.policy_id, prompts))
+        generator = torch.Generator().manual_seed(generation_seed(llm_seed(self.config), self.policy_id, prompts))
         sampling = dict(do_sample=self.config["do_sample"], temperature=self.config["temperature"],
                         top_p=self.config["top_p"], generator=generator)
         tokenizer = self.model.backbone.tokenizer

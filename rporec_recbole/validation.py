@@ -30,6 +30,7 @@ _RULES = {
     "collaborative_initializer_range": ((int, float, type(None)), lambda v: v is None or v > 0,
                                         "a number > 0 (SASRec's initialisation), or ~ (PyTorch's)"),
     "do_sample": (bool, lambda v: True, "true or false"),
+    "reasoning_seed": ((int, type(None)), lambda v: v is None or v >= 0, "an integer >= 0, or ~ (the run's seed)"),
     "force_answer": (bool, lambda v: True, "true or false"),
     "answer_max_new_tokens": (int, lambda v: v >= 1, "an integer >= 1"),
     "constrain_answer": (bool, lambda v: True, "true or false"),

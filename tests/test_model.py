@@ -182,6 +182,43 @@ def test_same_seed_same_command_gives_the_same_metrics(mini_movielens, tmp_path)
     assert other_seed["test_result"] != runs[0]["test_result"]  # the comparison above can fail
 
 
+def _store_entries(reasoning_dir):
+    """``{store folder: (its llm_seed, its number of entries)}`` of the reasoning stores under ``reasoning_dir``."""
+    entries = {}
+    for folder in os.listdir(reasoning_dir):
+        settings = json.loads((reasoning_dir / folder / "settings.json").read_text())
+        lines = (reasoning_dir / folder / "reasoning.jsonl").read_text().splitlines()
+        entries[folder] = (settings["llm_seed"], len(lines))
+    return entries
+
+
+def test_a_fixed_reasoning_seed_lets_runs_of_other_seeds_read_one_sample_of_reasoning(mini_movielens, tmp_path):
+    reasoning_dir = tmp_path / "reasoning" / "ml-mini"
+
+    def run(name, **overrides):
+        config = mini_config(mini_movielens, tmp_path, checkpoint_dir=str(tmp_path / name), **overrides)
+        return run_recbole_rporec("RPORec", "ml-mini", config_dict=config)
+
+    first = run("first", seed=2020, reasoning_seed=3)
+    (store, (seed, written)), = _store_entries(reasoning_dir).items()
+    assert seed == 3 and written > 40
+    second = run("second", seed=7, reasoning_seed=3)
+    assert _store_entries(reasoning_dir) == {store: (3, written)}  # nothing generated: every prompt read back
+    assert second["test_result"] != first["test_result"]  # the RecHead still trains from its own seed
+    run("third", seed=7)  # without it, the run's seed samples its own reasoning
+    assert sorted(_store_entries(reasoning_dir).values()) == [(3, written), (7, written)]
+
+
+def test_the_reasoning_seed_also_seeds_a_random_llms_weights(mini_movielens, tmp_path):
+    def llm_weights(**overrides):
+        _, model, _ = mini_model(mini_movielens, tmp_path, **overrides)
+        return model.backbone.model.get_input_embeddings().weight
+
+    fixed = llm_weights(seed=2020, reasoning_seed=3)
+    assert torch.equal(fixed, llm_weights(seed=7, reasoning_seed=3))
+    assert not torch.equal(fixed, llm_weights(seed=7))
+
+
 def _nan_on_calls(monkeypatch, bad_calls):
     """RPORec.calculate_loss returns NaN on the given (1-based) calls."""
     original, calls = RPORec.calculate_loss, []

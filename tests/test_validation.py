@@ -18,6 +18,7 @@ from rporec_recbole.validation import ConfigValueError, validate_config
     ("answer_fusion", "concat", "answer_fusion='concat' is invalid: expected 'replace' \\(the paper\\) or 'add'"),
     ("rl_loss_type", "ppo", "rl_loss_type='ppo' is invalid: expected grpo, dapo or dr_grpo"),
     ("rl_trim_heap_mb", -1, r"rl_trim_heap_mb=-1 is invalid: expected a number of MB >= 0, or ~ \(never\)"),
+    ("reasoning_seed", 1.5, r"reasoning_seed=1.5 is invalid: expected an integer >= 0, or ~ \(the run's seed\)"),
 ])
 def test_bad_values_are_named_with_the_rule(key, value, message):
     config = Config(model="RPORec", dataset="ml-100k", config_dict={key: value})
