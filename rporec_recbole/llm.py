@@ -132,8 +132,8 @@ def torch_dtype(name):
 
 def llm_seed(config):
     """The seed of the reasoning the LLM samples (GRPO's rollouts excepted) and of a random LLM's weights
-    (``reasoning_seed``, else the run's ``seed``). A fixed ``reasoning_seed`` lets runs of different seeds read one sample of reasoning back from
-    the store, so that their spread is the RecHead's alone."""
+    (``reasoning_seed``, else the run's ``seed``). A fixed ``reasoning_seed`` lets runs of different seeds read one
+    sample of reasoning back from the store, so that their spread is the RecHead's alone."""
     return config["seed"] if config["reasoning_seed"] is None else config["reasoning_seed"]
 
 
