@@ -432,7 +432,8 @@ def significance_table(tests, rows, k=10):
     if not tests:
         return "No paired tests: they need an RPORec row and a row to compare it with, both with per-user results.\n"
     lines = [f"Paired t-tests on per-user test NDCG@{k} (each user's value averaged over the seeds both rows ran):",
-             "", f"| row | against | seeds | users | NDCG@{k} | against | ratio | p |", "|---|---|---|---|---|---|---|---|"]
+             "", f"| row | against | seeds | users | NDCG@{k} | against | ratio | p |",
+             "|---|---|---|---|---|---|---|---|"]
     for t in tests:
         ratio = t[f"ndcg@{k}"] / t[f"against_ndcg@{k}"] if t[f"against_ndcg@{k}"] > 0 else float("nan")
         lines.append(f"| {t['row']} | {t['against']} | {','.join(map(str, t['seeds']))} | {t['users']} | "

@@ -266,7 +266,8 @@ class GRPOTrainer:
         s = self.settings
         prompt_ids = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         # seeded by (seed, step, process): a resumed run draws the same rollouts again
-        generator = torch.Generator().manual_seed((s.seed * 1_000_003 + self.step) * 1_009 + self.accelerator.process_index)
+        rollout_seed = (s.seed * 1_000_003 + self.step) * 1_009 + self.accelerator.process_index
+        generator = torch.Generator().manual_seed(rollout_seed)
         sampling = dict(do_sample=True, temperature=s.temperature, top_p=s.top_p, generator=generator)
         if s.force_answer:
             forced_completions = generate_with_forced_answer(self.engine, prompt_ids, s.max_completion_length,
@@ -286,9 +287,9 @@ class GRPOTrainer:
         """One-sentence summaries of ``reasonings`` written greedily by the reference model."""
         if not reasonings:
             return []
-        prompts = [self.tokenizer.apply_chat_template([{"role": "user", "content": SUMMARY_REQUEST.format(reasoning=r)}],
-                                                      tokenize=False, add_generation_prompt=True) + ANSWER_OPEN
-                   for r in reasonings]
+        requests = [[{"role": "user", "content": SUMMARY_REQUEST.format(reasoning=r)}] for r in reasonings]
+        prompts = [self.tokenizer.apply_chat_template(request, tokenize=False, add_generation_prompt=True) + ANSWER_OPEN
+                   for request in requests]
         with self.pair.reference() as reference:
             engine = GenerationEngine(reference, self.tokenizer, max_batch_size=self.settings.generation_batch_size)
             outputs = engine.generate(prompts, max_new_tokens=self.settings.summary_max_tokens, do_sample=False,
@@ -307,8 +308,9 @@ class GRPOTrainer:
         completions = Completions(repeated, texts, token_ids, [entropies[i, :len(t)] for i, t in enumerate(token_ids)])
         rewards, components = reward_fn(completions)
         batch = self.rollout_batch(inputs, rewards, old_logps, entropies)
-        stats = {"entropy": float((entropies * inputs.completion_mask).sum() / inputs.completion_mask.sum().clamp(min=1)),
-                 "completion_length": float(inputs.completion_mask.sum(dim=1).float().mean())}
+        mask = inputs.completion_mask
+        stats = {"entropy": float((entropies * mask).sum() / mask.sum().clamp(min=1)),
+                 "completion_length": float(mask.sum(dim=1).float().mean())}
         return batch, rewards, components, stats
 
     @torch.no_grad()
@@ -389,7 +391,7 @@ class GRPOTrainer:
         self.nonfinite_in_a_row = 0 if loss_metrics is not None else self.nonfinite_in_a_row + 1
         local = {"reward": rewards.float().nanmean(), "reward_std": rewards.float().std(),
                  **{f"reward/{k}": v.float().mean() for k, v in components.items()},
-                 **{k: torch.tensor(v) for k, v in stats.items()}, **{k: torch.tensor(v) for k, v in (loss_metrics or {}).items()}}
+                 **{k: torch.tensor(v) for k, v in {**stats, **(loss_metrics or {})}.items()}}
         names = sorted(local)
         averaged = self.accelerator.reduce(torch.stack([local[n].float() for n in names]), reduction="mean")
         metrics = {n: float(v) for n, v in zip(names, averaged)}
@@ -401,7 +403,7 @@ class GRPOTrainer:
                 "lora": self.settings.lora}
 
 
-# ----- RPORec wiring: prompts from training samples, rewards from the RecHead ------------------------------------------
+# ----- RPORec wiring: prompts from training samples, rewards from the RecHead -----------------------------------------
 class TrainingPrompts:
     """RL prompts: the latest ``per_user`` TRAINING samples of each user (never valid/test), in a seeded order."""
 
@@ -473,8 +475,9 @@ class RecHeadRewards:
     @torch.no_grad()
     def rank_rewards(self, samples, texts):
         samples_t = torch.tensor(samples)
-        users = self.model.users_for_completions(self.pool.item_seq[samples_t], self.pool.item_seq_len[samples_t], texts)
-        targets = self.pool.targets[samples_t]
+        pool = self.pool
+        users = self.model.users_for_completions(pool.item_seq[samples_t], pool.item_seq_len[samples_t], texts)
+        targets = pool.targets[samples_t]
         if self.rank_over == "full":
             scores, target_index = self.model.score(users)[:, 1:], targets - 1  # column 0 is padding
         else:
@@ -500,7 +503,8 @@ class RecHeadRewards:
             for j, (i, summary) in enumerate(zip(formatted, summaries)):
                 values["compression"][i] = compression_reward(summary, parsed[i].reasoning)
                 values["similarity"][i] = similarity_reward(reasoning_emb[j], summary_emb[j], self.similarity_threshold)
-        totals = [total_reward({name: values[name][i] for name in REWARD_COMPONENTS}, self.weights) for i in range(count)]
+        totals = [total_reward({name: values[name][i] for name in REWARD_COMPONENTS}, self.weights)
+                  for i in range(count)]
         return torch.tensor(totals), {name: torch.tensor(v) for name, v in values.items()}
 
 

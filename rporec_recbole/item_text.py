@@ -20,7 +20,8 @@ def sanitize_text(text, max_chars):
 
 def _field_values(dataset, field):
     """Readable values of ``field`` for every internal item id (index 0 is padding)."""
-    values = dataset.item_feat[field].numpy() if hasattr(dataset.item_feat[field], "numpy") else dataset.item_feat[field]
+    values = dataset.item_feat[field]
+    values = values.numpy() if hasattr(values, "numpy") else values
     ftype = dataset.field2type[field]
     if ftype == FeatureType.TOKEN:
         return [str(dataset.id2token(field, int(v))) if v else "" for v in values]
