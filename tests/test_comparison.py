@@ -15,11 +15,12 @@ from conftest import BENCHMARKS, REPOSITORY, mini_config
 import write_table  # benchmarks/, on the path through conftest
 from rporec_recbole import comparison, config
 from rporec_recbole.comparison import (SETTINGS_ADDED_LATER, SETTINGS_READ_ONLY_WHEN_ON,
-                                       SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS, ablation_pairs, chart_figure,
-                                       check_folder_rows, command_key, folder_rows, headline, main, make_row,
-                                       markdown_table, parse_overrides, per_user_results, reproduces, row_command,
-                                       row_key, row_run_settings, row_spec, SELECTION_VALID, significance,
-                                       selected_on_valid, significance_table, summarize, write_outputs)
+                                       SETTINGS_WITHOUT_EFFECT_ON_RESULTS, TABLE_METRICS, ablation_pairs, best_baseline,
+                                       chart_figure, check_folder_rows, command_key, folder_rows, headline, main,
+                                       make_row, markdown_table, parse_overrides, per_user_results,
+                                       ratio_on_shared_seeds, reproduces, row_command, row_key, row_run_settings,
+                                       row_spec, SELECTION_VALID, significance, selected_on_valid, significance_table,
+                                       summarize, write_outputs)
 from rporec_recbole.per_user import load_per_user, per_user_ndcg, save_per_user
 from rporec_recbole.timing import cpu_model
 
@@ -521,11 +522,32 @@ def test_the_headline_row_is_selected_on_valid_among_rows_with_three_seeds():
     assert selected_on_valid(summary)["model"] == "RPORec-b"
     assert summary[1]["valid_ndcg@10"] == pytest.approx(0.071) and summary[1]["valid_ndcg@10_std"] == pytest.approx(0.001)
     assert headline(summary) == ("Headline (the RPORec row with 3+ seeds and the highest valid NDCG@10): RPORec-b, "
-                                 "valid 0.0750, test 0.0450, 1.12x SASRec.")
+                                 "valid 0.0750, test 0.0450, 1.12x SASRec (1.12x on the seeds both ran: 2020,2021).")
     table = markdown_table(summary)
     assert "| RPORec-b | 2020,2021,2022 | ?,?,? | 0.0750 ± 0.0010 | 0.0450 ± 0.0010 |" in table
     assert headline(summary) in table
     assert headline(summarize(rows[:2] + rows[-2:])) == "Headline: no RPORec row has 3+ seeds yet."
+
+
+def test_ratios_between_rows_of_different_seeds_are_also_given_on_the_seeds_both_ran():
+    """Regression: a 3-seed RPORec mean against a 2-seed baseline's mixed the third seed's luck into the ratio (ml-100k,
+    session 47: 0.96x, 0.99x on the shared seeds); the table and headline now add the ratio on the shared seeds."""
+    rows = (_seeded_rows("SASRec", [(0.06, 0.050), (0.06, 0.040)])
+            + _seeded_rows("RPORec-a", [(0.07, 0.055), (0.07, 0.045), (0.07, 0.020)])
+            + _seeded_rows("RPORec-b", [(0.05, 0.060)]))
+    summary = summarize(rows)
+    base = best_baseline(summary)
+    ratio, seeds = ratio_on_shared_seeds(summary[1], base)
+    assert (ratio, seeds) == (pytest.approx(0.050 / 0.045), [2020, 2021])
+    assert summary[1]["ndcg@10"] / base["ndcg@10"] == pytest.approx(0.040 / 0.045)  # the plain ratio of means
+    assert headline(summary).endswith("test 0.0400, 0.89x SASRec (1.11x on the seeds both ran: 2020,2021).")
+    assert ("RPORec-a: 0.89x (1.11x on the seeds both ran: 2020,2021); RPORec-b: 1.33x (1.20x on the seed both ran: "
+            "2020)") in markdown_table(summary)
+    same_seeds = summarize(_seeded_rows("SASRec", [(0.06, 0.050)] * 3) + _seeded_rows("RPORec-a", [(0.07, 0.055)] * 3))
+    assert ratio_on_shared_seeds(same_seeds[1], same_seeds[0]) is None
+    assert headline(same_seeds).endswith("1.10x SASRec.")
+    other_seeds = [dict(row, seed=row["seed"] + 10) for row in _seeded_rows("RPORec-c", [(0.07, 0.055)] * 3)]
+    assert ratio_on_shared_seeds(summarize(other_seeds)[0], same_seeds[0]) is None
 
 
 def test_the_headline_is_selected_by_valid_before_the_text_shares_were_fitted_to_it():
@@ -541,7 +563,7 @@ def test_the_headline_is_selected_by_valid_before_the_text_shares_were_fitted_to
     summary = summarize(_seeded_rows("SASRec", [(0.06, 0.040)]) + searched)
     assert headline(summary) == ("Headline (the RPORec row with 3+ seeds and the highest valid NDCG@10): "
                                  "RPORec-searched, valid 0.0770 before the text shares were chosen on it (0.0800 "
-                                 "after), test 0.0400, 1.00x SASRec.")
+                                 "after), test 0.0400, 1.00x SASRec (1.00x on the seed both ran: 2020).")
 
 
 def test_selection_reads_ndcg_before_the_search_when_the_search_chose_on_another_metric():
