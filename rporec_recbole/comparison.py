@@ -298,8 +298,9 @@ def best_baseline(summary):
 def ratio_on_shared_seeds(row, base):
     """``row``'s test NDCG@10 over ``base``'s, each averaged over only the seeds both ran, and those seeds; None where
     the two ran the same seeds (the ratio of their means is then the fair one) or share no seed or base scored 0."""
-    shared = sorted(set(row["ndcg@10_by_seed"]) & set(base["ndcg@10_by_seed"]))
-    if not shared or set(row["seeds"]) == set(base["seeds"]):
+    row_seeds, base_seeds = row["ndcg@10_by_seed"].keys(), base["ndcg@10_by_seed"].keys()
+    shared = sorted(row_seeds & base_seeds)
+    if not shared or row_seeds == base_seeds:
         return None
     row_mean, base_mean = (statistics.fmean(s["ndcg@10_by_seed"][seed] for seed in shared) for s in (row, base))
     return (row_mean / base_mean, shared) if base_mean > 0 else None
